@@ -1,0 +1,101 @@
+"""The `esm` command: run, dev, validate, schema, send (DESIGN.md §2).
+
+Exit codes: 0 success, 2 invalid configuration or usage, 1 a runtime failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+
+from esm import __version__
+from esm.config import ConfigError, json_schema, load_config
+
+__all__ = ["main"]
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_CONFIG = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="esm",
+        description="Self-hosted AWS Lambda event source mappings with Lambda's exact semantics.",
+    )
+    p.add_argument("--version", action="version", version=f"esm {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the daemon until SIGTERM/SIGINT")
+    run.add_argument("--config", "-c", required=True, help="configuration file (YAML)")
+    run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    run.add_argument("--log-format", default="auto", choices=["auto", "json", "console"])
+
+    dev = sub.add_parser("dev", help="run the daemon against an embedded AWS emulator (moto)")
+    dev.add_argument("--config", "-c", required=True, help="configuration file (YAML)")
+    dev.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    dev.add_argument("--log-format", default="auto", choices=["auto", "json", "console"])
+
+    val = sub.add_parser("validate", help="check configuration files; exit 2 if any is invalid")
+    val.add_argument("files", nargs="+", metavar="FILE")
+
+    sub.add_parser("schema", help="print the JSON Schema of the configuration file")
+
+    send = sub.add_parser("send", help="send a message to an SQS queue named in a configuration")
+    send.add_argument("--config", "-c", required=True, help="configuration file (its aws: section is used)")
+    send.add_argument("--queue", required=True, help="queue name or ARN")
+    send.add_argument("--group-id", help="MessageGroupId (FIFO queues)")
+    send.add_argument("--count", type=int, default=1, help="send the body this many times")
+    send.add_argument("body", help="message body")
+    return p
+
+
+def _validate(files: Sequence[str]) -> int:
+    status = EXIT_OK
+    for f in files:
+        try:
+            load_config(f)
+        except ConfigError as exc:
+            for line in exc.lines():
+                print(line, file=sys.stderr)
+            status = EXIT_CONFIG
+        else:
+            print(f"{f}: ok")
+    return status
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `esm` console script; returns the process exit code."""
+    args = _parser().parse_args(argv)
+    if args.command == "validate":
+        return _validate(args.files)
+    if args.command == "schema":
+        print(json.dumps(json_schema(), indent=2))
+        return EXIT_OK
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        for line in exc.lines():
+            print(line, file=sys.stderr)
+        return EXIT_CONFIG
+    if args.command == "send":
+        from esm.dev import send_messages
+
+        return asyncio.run(send_messages(config, args.queue, args.body, args.count, args.group_id))
+
+    from esm.daemon import run_daemon
+    from esm.logging import configure_logging
+
+    configure_logging(args.log_level, args.log_format)
+    if args.command == "dev":
+        from esm.dev import run_dev
+
+        return run_dev(config)
+    return run_daemon(config)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

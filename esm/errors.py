@@ -1,0 +1,146 @@
+"""The exception tree, and the one place AWS errors are classified (DESIGN.md rule 5).
+
+    EsmError
+    ├── ConfigError (esm.config)          the configuration cannot be used
+    ├── AwsError                          an AWS API call failed
+    │   ├── RetriableAwsError             throttling, 5xx, connection trouble: try again later
+    │   └── FatalAwsError                 permissions, validation, missing resource: retrying won't help
+    │       └── SourceNotFoundError       the queue or stream does not exist (any more)
+    └── InvokeError                       a target could not be invoked (never a function error)
+        ├── InvokeServiceError            throttle / 5xx / connection: retried, never a function error
+        ├── PayloadTooLargeError          413: the batch is split and retried
+        └── InvokeFatalError              the target is misconfigured or missing
+
+A *function error* (the function ran and failed or timed out) is not an exception: it is a value
+in `InvokeResult` (DESIGN.md rule 3). Errors are classified by error code, never by message text.
+"""
+
+from __future__ import annotations
+
+from botocore.exceptions import (
+    ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    ReadTimeoutError,
+)
+
+__all__ = [
+    "AwsError",
+    "EsmError",
+    "FatalAwsError",
+    "InvokeError",
+    "InvokeFatalError",
+    "InvokeServiceError",
+    "PayloadTooLargeError",
+    "RetriableAwsError",
+    "SourceNotFoundError",
+    "classify",
+]
+
+
+class EsmError(Exception):
+    """Base of every error esm raises on purpose."""
+
+
+class AwsError(EsmError):
+    """An AWS API call failed; `code` is AWS's error code and `retriable` says whether to try again."""
+
+    retriable = False
+
+    def __init__(self, operation: str, code: str, message: str) -> None:
+        self.operation = operation
+        self.code = code
+        self.message = message
+        super().__init__(f"{operation} failed: {code}: {message}")
+
+
+class RetriableAwsError(AwsError):
+    """Throttling, a 5xx or a connection failure: the same call may succeed later."""
+
+    retriable = True
+
+
+class FatalAwsError(AwsError):
+    """Access denied, validation, a missing resource: retrying the same call will not help."""
+
+
+class SourceNotFoundError(FatalAwsError):
+    """The event source (queue or stream) does not exist."""
+
+
+class InvokeError(EsmError):
+    """The target could not be invoked; the batch never reached the function."""
+
+
+class InvokeServiceError(InvokeError):
+    """Throttled (429), a 5xx or a connection error: retried with backoff, never a function error."""
+
+
+class PayloadTooLargeError(InvokeError):
+    """The invocation payload was rejected as too large (413): split the batch and retry."""
+
+
+class InvokeFatalError(InvokeError):
+    """The target is missing or misconfigured (404, 403, bad request): the batch is left to retry later."""
+
+
+_THROTTLING_CODES = frozenset(
+    {
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestThrottledException",
+        "TooManyRequestsException",
+        "ProvisionedThroughputExceededException",
+        "TransactionInProgressException",
+        "RequestLimitExceeded",
+        "BandwidthLimitExceeded",
+        "LimitExceededException",
+        "RequestThrottled",
+        "SlowDown",
+        "PriorRequestNotComplete",
+        "EC2ThrottledException",
+        "KMSThrottlingException",
+        "ServiceUnavailable",
+        "ServiceUnavailableException",
+        "InternalError",
+        "InternalFailure",
+        "InternalServerError",
+        "ServiceException",
+        "RequestTimeout",
+        "RequestTimeoutException",
+        "AWS.SimpleQueueService.InternalError",
+        "KMS.KMSThrottlingException",
+    }
+)
+_NOT_FOUND_CODES = frozenset(
+    {
+        "AWS.SimpleQueueService.NonExistentQueue",
+        "QueueDoesNotExist",
+        "ResourceNotFoundException",
+    }
+)
+
+
+def classify(operation: str, exc: BaseException) -> AwsError:
+    """Turn a botocore exception into our hierarchy, by error code and HTTP status only."""
+    if isinstance(exc, AwsError):
+        return exc
+    if isinstance(exc, ClientError):
+        err = exc.response.get("Error", {})
+        code = str(err.get("Code", "Unknown"))
+        message = str(err.get("Message", ""))
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+        if code in _NOT_FOUND_CODES:
+            return SourceNotFoundError(operation, code, message)
+        if code in _THROTTLING_CODES or status == 429 or status >= 500:
+            return RetriableAwsError(operation, code, message)
+        return FatalAwsError(operation, code, message)
+    if isinstance(
+        exc, EndpointConnectionError | ConnectionClosedError | ConnectTimeoutError | ReadTimeoutError | OSError
+    ):
+        return RetriableAwsError(operation, type(exc).__name__, str(exc))
+    if isinstance(exc, TimeoutError):
+        return RetriableAwsError(operation, "Timeout", str(exc))
+    raise TypeError(f"not an AWS error: {exc!r}") from exc

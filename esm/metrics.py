@@ -1,0 +1,157 @@
+"""Every Prometheus metric esm exports, declared in one place on an injected registry.
+
+The ESM counters follow AWS's CloudWatch event-source-mapping metrics and their counting rules
+(ESM-SPEC.md §7): `PolledEventCount` -> `esm_polled_events_total` (0 is added on an empty poll so
+the series exists), `InvokedEventCount` counts again on retries, `FailedInvokeEventCount` includes
+events of a batch whose partial response listed failures, `DeletedEventCount` counts SQS deletes.
+Names use base units (seconds, bytes) and `_total` for counters; label sets are bounded (mapping
+UUID, function name, source kind, outcome) and never carry message ids.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+__all__ = ["MappingMetrics", "Metrics"]
+
+_MAPPING = ("event_source_mapping_uuid", "function_name", "source")
+_DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900)
+_BATCH_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
+_BYTES_BUCKETS = (1024, 16384, 65536, 262144, 1048576, 2097152, 4194304, 6291456)
+
+
+class Metrics:
+    """The metric families, registered on the registry given (tests pass a fresh one)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.polled = Counter(
+            "esm_polled_events", "Events read from the source (AWS PolledEventCount).", _MAPPING, registry=registry
+        )
+        self.filtered_out = Counter(
+            "esm_filtered_out_events",
+            "Events removed by FilterCriteria (AWS FilteredOutEventCount).",
+            _MAPPING,
+            registry=registry,
+        )
+        self.invoked = Counter(
+            "esm_invoked_events",
+            "Events sent to the function, again on every retry (AWS InvokedEventCount).",
+            _MAPPING,
+            registry=registry,
+        )
+        self.failed_invoke = Counter(
+            "esm_failed_invoke_events",
+            "Events whose invocation failed or was reported failed (AWS FailedInvokeEventCount).",
+            _MAPPING,
+            registry=registry,
+        )
+        self.deleted = Counter(
+            "esm_deleted_events",
+            "SQS messages deleted after processing (AWS DeletedEventCount).",
+            _MAPPING,
+            registry=registry,
+        )
+        self.delete_failures = Counter(
+            "esm_delete_failures",
+            "SQS messages whose delete still failed after retries (they will be redelivered).",
+            _MAPPING,
+            registry=registry,
+        )
+        self.invocations = Counter(
+            "esm_invocations",
+            "Invocations by outcome: success, function_error, partial_failure, throttled, service_error, "
+            "payload_too_large, fatal.",
+            (*_MAPPING, "outcome"),
+            registry=registry,
+        )
+        self.invocation_duration = Histogram(
+            "esm_invocation_duration_seconds",
+            "Duration of one invocation attempt, by outcome.",
+            (*_MAPPING, "outcome"),
+            buckets=_DURATION_BUCKETS,
+            registry=registry,
+        )
+        self.batch_size = Histogram(
+            "esm_batch_events",
+            "Events per invoked batch.",
+            _MAPPING,
+            buckets=_BATCH_BUCKETS,
+            registry=registry,
+        )
+        self.payload_size = Histogram(
+            "esm_batch_payload_bytes",
+            "Serialized event size per invoked batch (Lambda's limit is 6 MB).",
+            _MAPPING,
+            buckets=_BYTES_BUCKETS,
+            registry=registry,
+        )
+        self.in_flight = Gauge("esm_in_flight_batches", "Batches being invoked right now.", _MAPPING, registry=registry)
+        self.concurrency = Gauge(
+            "esm_concurrency_target",
+            "Concurrent batches the mapping is allowed right now (scaling or MaximumConcurrency).",
+            _MAPPING,
+            registry=registry,
+        )
+        self.visibility_extensions = Counter(
+            "esm_visibility_extensions",
+            "Messages whose visibility timeout was extended by the heartbeat.",
+            _MAPPING,
+            registry=registry,
+        )
+        self.messages_released = Counter(
+            "esm_released_messages",
+            "Messages returned to the queue unprocessed (visibility 0), e.g. on shutdown.",
+            _MAPPING,
+            registry=registry,
+        )
+        self.source_errors = Counter(
+            "esm_source_errors",
+            "Failed calls to the event source, by AWS error code.",
+            (*_MAPPING, "code"),
+            registry=registry,
+        )
+        self.mapping_up = Gauge(
+            "esm_mapping_up",
+            "1 while the mapping's source is reachable and it is polling, else 0.",
+            _MAPPING,
+            registry=registry,
+        )
+
+    def for_mapping(self, uuid: str, function_name: str, source: str) -> MappingMetrics:
+        """The children of every family for one mapping (resolved once, not per event)."""
+        labels = (uuid, function_name, source)
+        return MappingMetrics(self, labels)
+
+
+class MappingMetrics:
+    """A mapping's metric children, bound to its labels."""
+
+    def __init__(self, families: Metrics, labels: tuple[str, str, str]) -> None:
+        self.families = families
+        self.labels = labels
+        f, lb = families, labels
+        self.polled = f.polled.labels(*lb)
+        self.filtered_out = f.filtered_out.labels(*lb)
+        self.invoked = f.invoked.labels(*lb)
+        self.failed_invoke = f.failed_invoke.labels(*lb)
+        self.deleted = f.deleted.labels(*lb)
+        self.delete_failures = f.delete_failures.labels(*lb)
+        self.batch_size = f.batch_size.labels(*lb)
+        self.payload_size = f.payload_size.labels(*lb)
+        self.in_flight = f.in_flight.labels(*lb)
+        self.concurrency = f.concurrency.labels(*lb)
+        self.visibility_extensions = f.visibility_extensions.labels(*lb)
+        self.messages_released = f.messages_released.labels(*lb)
+        self.mapping_up = f.mapping_up.labels(*lb)
+        # Create the zero-valued series so dashboards see them before the first event (AWS emits 0).
+        self.filtered_out.inc(0)
+
+    def invocation(self, outcome: str, seconds: float) -> None:
+        """Record one invocation attempt's outcome and duration."""
+        self.families.invocations.labels(*self.labels, outcome).inc()
+        self.families.invocation_duration.labels(*self.labels, outcome).observe(seconds)
+
+    def source_error(self, code: str) -> None:
+        """Count a failed call to the source by its (bounded) AWS error code."""
+        self.families.source_errors.labels(*self.labels, code).inc()

@@ -1,0 +1,1 @@
+"""Targets: in-process Python handlers, the AWS Lambda Invoke API, and HTTP endpoints."""
