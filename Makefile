@@ -1,0 +1,70 @@
+# esm: one entry point for developers and CI (DESIGN.md §2, rule 12).
+#
+#   make run     set up, then run esm against its embedded AWS emulator (config/example.yaml)
+#   make test    set up, then every check and the whole test suite (what CI runs)
+#   make check   the same as `make test` (set up if needed, lint, format check, type check, tests)
+#   make lint    ruff fixes and formatting, in place
+#   make bench   set up, then the benchmarks
+#   make clean   remove caches and build output; `make distclean` removes the virtual environment too
+#
+# Only python3 (3.11+, with venv) is needed: `setup` creates $(VENV) and installs the package with
+# its test extras, again whenever pyproject.toml changes.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+PY = $(VENV)/bin/python
+CONFIG ?= config/example.yaml
+# Extra pytest arguments, e.g. `make check PYTEST_ARGS='-k sqs -x'`.
+PYTEST_ARGS ?=
+
+STAMP := $(VENV)/.esm-installed
+
+.PHONY: help setup run check test lint bench clean distclean
+
+help: ## list the targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+# The stamp is newer than pyproject.toml once the environment matches it. A failed install leaves
+# no stamp, so the next run tries again.
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	@touch $@
+
+setup: $(STAMP) ## create the virtual environment and install esm with its test tools
+
+run: setup ## run esm dev on config/example.yaml (embedded emulator + example handler)
+	$(VENV)/bin/esm dev --config $(CONFIG)
+
+# Every step runs even when an earlier one fails, so one CI run shows every problem; pytest runs
+# last so that its summary line ends the output. The exit status is non-zero if any step failed.
+check: setup ## ruff, ruff format --check, mypy --strict, then pytest
+	@status=0; \
+	echo "+ ruff check ."; $(VENV)/bin/ruff check . || status=1; \
+	echo "+ ruff format --check ."; $(VENV)/bin/ruff format --check . || status=1; \
+	echo "+ mypy esm"; $(VENV)/bin/mypy esm || status=1; \
+	if [ "$$status" -ne 0 ]; then echo "make check: lint or type errors above; running the tests anyway" >&2; fi; \
+	echo "+ pytest $(PYTEST_ARGS)"; $(PY) -m pytest $(PYTEST_ARGS) || status=1; \
+	exit "$$status"
+
+test: check ## set up, then every check and the whole test suite; CI runs this
+
+lint: setup ## apply ruff's fixes and formatting
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+bench: setup ## run the benchmarks
+	$(PY) -m benchmarks
+
+clean: ## remove caches and build output (keeps the virtual environment)
+	rm -rf .mypy_cache .ruff_cache .pytest_cache .hypothesis build dist .bench
+	find . -path ./$(VENV) -prune -o \( -name __pycache__ -o -name '*.egg-info' \) -type d -print0 \
+		| xargs -0 rm -rf
+
+distclean: clean ## also remove the virtual environment
+	rm -rf $(VENV)

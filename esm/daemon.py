@@ -1,0 +1,168 @@
+"""The daemon: startup -> serve -> drain -> shutdown, with signals and exit codes (DESIGN.md rule 7).
+
+Lifecycle:
+1. Start the observability server, open AWS clients, open every target (handlers are imported,
+   Lambda timeouts learned). A target that cannot be opened is a configuration error: exit 2.
+2. Preflight every enabled mapping (queue URL and attributes). A function timeout above the
+   queue's visibility timeout is AWS's InvalidParameterValueException: exit 2 before polling.
+   A missing queue is not fatal: that mapping reports unhealthy and keeps retrying.
+3. Run every mapping in its own task; one mapping's failure never stops the others.
+4. On SIGTERM/SIGINT: stop receiving (messages gathered but not yet invoked go back to the
+   queue at once), let in-flight invocations finish within `shutdown.grace_period`, then abandon
+   the rest (their messages go back too), close targets and clients in reverse order, exit 0.
+   A second signal forces the exit at once (exit code 1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry
+from structlog.typing import FilteringBoundLogger
+
+from esm.aws import ClientFactory
+from esm.config import Config
+from esm.errors import InvokeError
+from esm.health import HealthServer, MappingHealth
+from esm.logging import get_logger
+from esm.metrics import Metrics
+from esm.runner import SqsMappingRunner
+from esm.sources.sqs import SqsQueue
+from esm.targets.base import Invoker
+from esm.targets.factory import build_invoker
+
+__all__ = ["Daemon", "run_daemon"]
+
+EXIT_OK, EXIT_FORCED, EXIT_CONFIG = 0, 1, 2
+_FALLBACK_REGION = "us-east-1"
+
+
+@dataclass
+class Daemon:
+    """The long-running process for one configuration."""
+
+    config: Config
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    log: FilteringBoundLogger = field(default_factory=get_logger)
+    stop_requested: asyncio.Event = field(default_factory=asyncio.Event)
+    started: asyncio.Event = field(default_factory=asyncio.Event)
+    health: list[MappingHealth] = field(default_factory=list)
+    http_port: int | None = None
+    _forced: bool = False
+    _runner_tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def request_stop(self) -> None:
+        """First call: drain and stop. Second call: force (cancel everything now)."""
+        if self.stop_requested.is_set():
+            if not self._forced:
+                self._forced = True
+                self.log.warning("shutdown_forced")
+                for task in self._runner_tasks:
+                    task.cancel()
+            return
+        self.log.info("shutdown_requested", grace_period=self.config.spec.shutdown.grace_period)
+        self.stop_requested.set()
+
+    def _alive(self) -> bool:
+        """Liveness: no mapping task died of an unexpected exception."""
+        return not any(t.done() and not t.cancelled() and t.exception() is not None for t in self._runner_tasks)
+
+    async def run(self) -> int:
+        """Run until stopped; returns the process exit code."""
+        spec = self.config.spec
+        metrics = Metrics(self.registry)
+        clients = ClientFactory(spec.aws, default_region=_FALLBACK_REGION)
+        region = clients.region or _FALLBACK_REGION
+        mappings = [m for m in spec.event_source_mappings]
+        self.health = [MappingHealth(m.uuid, m.FunctionName, m.EventSourceArn) for m in mappings]
+        async with contextlib.AsyncExitStack() as stack:
+            server = await stack.enter_async_context(
+                HealthServer(spec.http.host, spec.http.port, self.registry, self.health, self._alive)
+            )
+            self.http_port = server.bound_port
+            self.log.info("http_listening", address=spec.http.host, port=server.bound_port)
+            sqs = await stack.enter_async_context(clients.client("sqs", read_timeout=40, max_pool=200))
+            invokers: dict[str, Invoker] = {}
+            try:
+                for m in mappings:
+                    name, fn = self.config.function_for(m)
+                    if name not in invokers:
+                        invoker = build_invoker(
+                            name,
+                            fn,
+                            base_dir=self.config.base_dir,
+                            clients=clients,
+                            region=region,
+                            account=m.source.account,
+                            logger=self.log.bind(function=name),
+                        )
+                        invokers[name] = await stack.enter_async_context(invoker)
+            except InvokeError as exc:
+                self.log.error("target_unusable", reason=str(exc))
+                return EXIT_CONFIG
+
+            runners = []
+            for m, h in zip(mappings, self.health, strict=True):
+                log = self.log.bind(mapping=m.uuid, function=m.FunctionName, source=m.EventSourceArn)
+                runners.append(
+                    SqsMappingRunner(
+                        m,
+                        SqsQueue(sqs, m.source, log),
+                        invokers[m.FunctionName],
+                        metrics.for_mapping(m.uuid, m.FunctionName, m.source.kind.value),
+                        h,
+                        log,
+                    )
+                )
+            problems = []
+            for i, r in enumerate(runners):
+                if r.mapping.Enabled:
+                    text = await r.preflight()
+                    if text is not None:
+                        problems.append(f"event_source_mappings.{i}: {text}")
+            if problems:
+                for p in problems:
+                    self.log.error("config_invalid", file=str(self.config.path), problem=p)
+                return EXIT_CONFIG
+            return await self._serve(runners)
+        return EXIT_OK  # pragma: no cover - the stack above always returns
+
+    async def _serve(self, runners: list[SqsMappingRunner]) -> int:
+        self._runner_tasks = [asyncio.create_task(r.run(), name=f"mapping-{r.mapping.uuid}") for r in runners]
+        for task in self._runner_tasks:
+            task.add_done_callback(self._runner_done)
+        self.started.set()
+        self.log.info("daemon_started", mappings=len(runners))
+        await self.stop_requested.wait()
+        for r in runners:
+            r.stop()
+        if self._runner_tasks:
+            grace = self.config.spec.shutdown.grace_period
+            _, late = await asyncio.wait(self._runner_tasks, timeout=grace)
+            if late:
+                self.log.warning("grace_period_expired", abandoned_mappings=len(late))
+                for task in late:
+                    task.cancel()
+                await asyncio.gather(*late, return_exceptions=True)
+        self.log.info("daemon_stopped", forced=self._forced)
+        return EXIT_FORCED if self._forced else EXIT_OK
+
+    def _runner_done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            self.log.error("mapping_crashed", task=task.get_name(), exc_info=task.exception())
+
+
+def run_daemon(config: Config) -> int:
+    """Run the daemon for a loaded configuration with signal handling; returns the exit code."""
+
+    async def main() -> int:
+        daemon = Daemon(config)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, daemon.request_stop)
+        return await daemon.run()
+
+    return asyncio.run(main())

@@ -1,0 +1,219 @@
+"""AWS-exact SQS event records, and event encoding with an exact, cheap size for the 6 MB cut.
+
+A function must see the event AWS Lambda would send (DESIGN.md §2, "What a function sees"), so
+`sqs_record` rebuilds Lambda's record from one `ReceiveMessage` message field by field, in the
+order AWS emits (ESM-SPEC.md §3.1, §3.2), and is checked against the real AWS recordings in
+`tests/conformance/test_sqs_events.py`.
+
+Lambda cuts a batch when the serialized event would pass 6 MB (ESM-SPEC.md §2: the limit is on
+the event *including* the per-record metadata). esm encodes each record once, when it is
+received (`encode_record`); the size of an event of several encoded records is then a sum
+(`event_size`), and the event itself is a concatenation (`assemble_event`), so the batch
+gatherer never re-serializes a growing batch to learn its size.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import struct
+from collections.abc import Iterable, Mapping, Sequence
+from types import MappingProxyType
+from typing import Any, Final
+
+from esm.arns import SourceArn
+
+__all__ = [
+    "EVENT_LIMIT_BYTES",
+    "RECEIVE_KWARGS",
+    "SQS_ATTRIBUTE_ORDER",
+    "SQS_RECORD_KEYS",
+    "assemble_event",
+    "encode_record",
+    "event_size",
+    "md5_of_message_attributes",
+    "sqs_record",
+]
+
+EVENT_LIMIT_BYTES: Final = 6 * 1024 * 1024
+"""Lambda's synchronous invocation payload limit, 6,291,456 bytes, applied to the serialized
+event (ESM-SPEC.md §2)."""
+
+RECEIVE_KWARGS: Final[Mapping[str, Any]] = MappingProxyType(
+    {
+        "MessageSystemAttributeNames": ["All"],
+        "AttributeNames": ["All"],
+        "MessageAttributeNames": ["All"],
+    }
+)
+"""Keyword arguments for every `ReceiveMessage` call, so each field of the Lambda record is
+returned: all system attributes and all message attributes (ESM-SPEC.md §3.1).
+
+`MessageSystemAttributeNames` is the current parameter; the deprecated `AttributeNames` is sent
+too, because SQS-compatible emulators that predate the rename only read the old name. SQS and
+moto take the union of both, so asking twice is harmless.
+"""
+
+SQS_RECORD_KEYS: Final = (
+    "messageId",
+    "receiptHandle",
+    "body",
+    "attributes",
+    "messageAttributes",
+    "md5OfMessageAttributes",
+    "md5OfBody",
+    "eventSource",
+    "eventSourceARN",
+    "awsRegion",
+)
+"""The keys of a Lambda SQS record in the order AWS emits them (ESM-SPEC.md §3.1; 103 of the 117
+recorded records; `md5OfMessageAttributes` may be absent, see `sqs_record`)."""
+
+SQS_ATTRIBUTE_ORDER: Final = (
+    "ApproximateReceiveCount",
+    "SentTimestamp",
+    "SequenceNumber",
+    "MessageGroupId",
+    "SenderId",
+    "MessageDeduplicationId",
+    "ApproximateFirstReceiveTimestamp",
+)
+"""The order of the known system attributes in a record's `attributes` (ESM-SPEC.md §3.1, §3.2);
+any other attribute SQS returns follows them, in the order received."""
+
+_STRING, _BINARY, _STRING_LIST, _BINARY_LIST = 1, 2, 3, 4  # SQS's transport type bytes
+
+
+def sqs_record(message: Mapping[str, Any], source: SourceArn, *, null_md5_when_absent: bool) -> dict[str, Any]:
+    """Build the record Lambda puts in `event["Records"]` for one received SQS message.
+
+    `message` is one entry of aiobotocore's `receive_message(...)["Messages"]`, received with
+    `RECEIVE_KWARGS`. The record follows ESM-SPEC.md §3.1/§3.2 exactly:
+
+    - keys in AWS's order (`SQS_RECORD_KEYS`); `body` is the raw string, never parsed;
+    - `attributes`: every value a string, known keys in `SQS_ATTRIBUTE_ORDER`, then the rest
+      (`AWSTraceHeader`, `DeadLetterQueueSourceArn`, …) as SQS returned them;
+    - `messageAttributes`: lower-camel values (`stringValue` or base64 `binaryValue`,
+      `stringListValues`, `binaryListValues`, `dataType`), in SQS's order;
+    - `md5OfMessageAttributes`: SQS's MD5 when the message has attributes. When it has none,
+      real AWS recorded the key as `null` for mappings with `MaximumBatchingWindowInSeconds` ≥ 1
+      and left it out for window 0 (ESM-SPEC.md §3.1 notes, §9); `null_md5_when_absent=True`
+      gives the former, False the latter. The caller derives it from the mapping's window.
+    """
+    attributes_in = message.get("Attributes") or {}
+    message_attributes_in = message.get("MessageAttributes") or {}
+    body = message["Body"]
+    record: dict[str, Any] = {
+        "messageId": message["MessageId"],
+        "receiptHandle": message["ReceiptHandle"],
+        "body": body,
+        "attributes": _attributes(attributes_in),
+        "messageAttributes": {name: _message_attribute(value) for name, value in message_attributes_in.items()},
+    }
+    if message_attributes_in:
+        record["md5OfMessageAttributes"] = message.get("MD5OfMessageAttributes") or md5_of_message_attributes(
+            message_attributes_in
+        )
+    elif null_md5_when_absent:
+        record["md5OfMessageAttributes"] = None
+    record["md5OfBody"] = message.get("MD5OfBody") or hashlib.md5(body.encode()).hexdigest()  # noqa: S324 - SQS's checksum
+    record["eventSource"] = "aws:sqs"
+    record["eventSourceARN"] = source.arn
+    record["awsRegion"] = source.region
+    return record
+
+
+def _attributes(attributes: Mapping[str, Any]) -> dict[str, str]:
+    ordered = {name: str(attributes[name]) for name in SQS_ATTRIBUTE_ORDER if name in attributes}
+    for name, value in attributes.items():
+        if name not in ordered:
+            ordered[name] = str(value)
+    return ordered
+
+
+def _b64(value: bytes | str) -> str:
+    raw = value.encode() if isinstance(value, str) else bytes(value)
+    return base64.b64encode(raw).decode("ascii")
+
+
+def _message_attribute(value: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if value.get("StringValue") is not None:
+        out["stringValue"] = value["StringValue"]
+    elif value.get("BinaryValue") is not None:
+        out["binaryValue"] = _b64(value["BinaryValue"])
+    out["stringListValues"] = list(value.get("StringListValues") or [])
+    out["binaryListValues"] = [_b64(v) for v in value.get("BinaryListValues") or []]
+    out["dataType"] = value["DataType"]
+    return out
+
+
+def md5_of_message_attributes(attributes: Mapping[str, Mapping[str, Any]]) -> str:
+    """SQS's MD5 digest of message attributes, as `MD5OfMessageAttributes` reports it.
+
+    `attributes` is in the API's shape (`DataType`, `StringValue` or `BinaryValue` as bytes, or
+    the list values). SQS's documented algorithm: for each attribute in name order, the name and
+    the data type, each as a 4-byte big-endian length followed by its UTF-8 bytes; then one
+    transport byte (1 string/number, 2 binary, 3 string list, 4 binary list) and the value(s),
+    each again length-prefixed. Used when a message lacks the digest (ESM-SPEC.md §3.1).
+    """
+    digest = hashlib.md5()  # noqa: S324 - SQS's checksum, not a security use
+    for name in sorted(attributes):
+        value = attributes[name]
+        _update(digest, name)
+        _update(digest, value["DataType"])
+        if value.get("StringValue") is not None:
+            digest.update(bytes([_STRING]))
+            _update(digest, value["StringValue"])
+        elif value.get("BinaryValue") is not None:
+            digest.update(bytes([_BINARY]))
+            _update(digest, value["BinaryValue"])
+        elif value.get("StringListValues"):
+            digest.update(bytes([_STRING_LIST]))
+            _update_all(digest, value["StringListValues"])
+        elif value.get("BinaryListValues"):
+            digest.update(bytes([_BINARY_LIST]))
+            _update_all(digest, value["BinaryListValues"])
+    return digest.hexdigest()
+
+
+def _update(digest: Any, value: str | bytes) -> None:
+    raw = value.encode() if isinstance(value, str) else bytes(value)
+    digest.update(struct.pack(">I", len(raw)))
+    digest.update(raw)
+
+
+def _update_all(digest: Any, values: Iterable[str | bytes]) -> None:
+    for value in values:
+        _update(digest, value)
+
+
+_PREFIX: Final = b'{"Records":['
+_SUFFIX: Final = b"]}"
+_SEPARATOR: Final = b","
+
+
+def encode_record(record: Mapping[str, Any]) -> bytes:
+    """Serialize one record as compact UTF-8 JSON, the unit `event_size` and `assemble_event` add up.
+
+    Non-ASCII text is written as UTF-8 (not `\\uXXXX` escapes), as Lambda sends it, so the byte
+    count is what the function receives (ESM-SPEC.md §2).
+    """
+    return json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def event_size(encoded_sizes: Sequence[int]) -> int:
+    """The exact byte size of `assemble_event` of records with these encoded sizes, without building it.
+
+    This is the number compared with `EVENT_LIMIT_BYTES` to cut a batch (ESM-SPEC.md §2).
+    """
+    return len(_PREFIX) + sum(encoded_sizes) + max(0, len(encoded_sizes) - 1) * len(_SEPARATOR) + len(_SUFFIX)
+
+
+def assemble_event(encoded: Sequence[bytes]) -> bytes:
+    """The serialized event `{"Records":[r1,r2,...]}` from records encoded by `encode_record`.
+
+    `len(assemble_event(x)) == event_size([len(r) for r in x])` always holds.
+    """
+    return _PREFIX + _SEPARATOR.join(encoded) + _SUFFIX

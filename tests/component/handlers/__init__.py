@@ -1,0 +1,1 @@
+"""Handler modules imported by the Python target's component tests."""

@@ -1,0 +1,1 @@
+"""Conformance tests: esm's output compared with real AWS recordings (../shared/aws-recordings)."""
