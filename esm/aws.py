@@ -39,10 +39,9 @@ class ClientFactory:
         """The configured region, else the one the standard chain resolves, else the fallback."""
         return self._aws.region or self._session.get_config_variable("region") or self._default_region
 
-    @property
-    def endpoint_url(self) -> str | None:
-        """The single emulator endpoint, if one is configured."""
-        return self._aws.endpoint_url
+    def endpoint_for(self, service: str) -> str | None:
+        """The endpoint for a service: its own entry in `aws.endpoints`, else `aws.endpoint_url`."""
+        return self._aws.endpoints.get(service, self._aws.endpoint_url)  # type: ignore[call-overload]
 
     @overload
     def client(
@@ -76,7 +75,7 @@ class ClientFactory:
         async with self._session.create_client(
             service,  # type: ignore[call-overload]  # the service name is a runtime value here
             region_name=self.region,
-            endpoint_url=self._aws.endpoint_url,
+            endpoint_url=self.endpoint_for(service),
             config=config,
         ) as client:
             yield client

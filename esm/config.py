@@ -106,6 +106,10 @@ class AwsConfig(_Frozen):
         None, description="One endpoint for every AWS service, for emulators (e.g. http://127.0.0.1:5000)."
     )
     profile: str | None = Field(None, description="A named profile of the shared AWS config files.")
+    endpoints: dict[Literal["sqs", "lambda", "sns", "s3", "kinesis", "dynamodb", "dynamodbstreams"], str] = Field(
+        default_factory=dict,
+        description="Per-service endpoints, overriding endpoint_url (e.g. SQS on an emulator, Lambda on AWS).",
+    )
 
 
 class DynamoStateConfig(_Frozen):

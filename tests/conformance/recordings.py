@@ -36,8 +36,8 @@ __all__ = [
     "instantiate",
     "load_snapshot",
     "recorded",
-    "records_in",
     "recordings_dir",
+    "records_in",
 ]
 
 _EPOCH_MS = r"\d{13}"
@@ -60,10 +60,11 @@ PLACEHOLDER_FORMATS: dict[str, str] = {
 matches any non-empty string (or, alone, any number: the recorder also replaced numeric values);
 `<timestamp:2022-07-13T13:48:01.000Z>` matches that example's format, digit for digit."""
 
-_LITERAL_PLACEHOLDERS = {"sent-timestamp": "sent-timestamp", "sender-id": "sender-id"}
+# Placeholders without brackets: the recorder wrote every SentTimestamp and SenderId this way.
+_LITERAL_PLACEHOLDERS = frozenset({"sent-timestamp", "sender-id"})
 _TOKEN = re.compile(r"<([a-z0-9-]+)(?::([^<>]+))?>|111111111111")
 _ACCOUNT = "111111111111"  # the recorder's stand-in for every account id
-# Real AWS emitted both orders of these two keys within one recorded test run (14 of 117 SQS
+# Real AWS emitted both orders of these two keys within one recorded test run (14 of 131 SQS
 # records put md5OfBody first), so either recorded order is accepted for either actual order.
 _SWAPPABLE = ("md5OfBody", "md5OfMessageAttributes")
 
@@ -208,7 +209,7 @@ class _Matcher:
         if actual == recorded and not _TOKEN.search(recorded) and recorded not in _LITERAL_PLACEHOLDERS:
             return
         if recorded in _LITERAL_PLACEHOLDERS:
-            tokens: list[tuple[str, str | None, str]] = [(_LITERAL_PLACEHOLDERS[recorded], None, recorded)]
+            tokens: list[tuple[str, str | None, str]] = [(recorded, None, recorded)]
             pattern = f"({PLACEHOLDER_FORMATS[recorded]})"
         else:
             tokens, pattern = _template(recorded)
@@ -284,22 +285,27 @@ def _uuid_text(hex32: str) -> str:
     return f"{hex32[:8]}-{hex32[8:12]}-{hex32[12:16]}-{hex32[16:20]}-{hex32[20:]}"
 
 
-def instantiate(recorded: Any) -> Any:
+def instantiate(recorded: Any, bindings: dict[str, str] | None = None) -> Any:
     """A concrete value that matches `recorded`: every placeholder replaced by a sample of its format.
 
     The same placeholder always gives the same sample and different numbered placeholders give
     different samples, so `assert_matches_recording(instantiate(r), r)` holds (with bindings too).
+    A placeholder already in `bindings` (filled by `assert_matches_recording`) takes its bound
+    value instead: `instantiate(recorded_response, bindings)` turns a recorded function response
+    that names `<uuid:2>` into one that names the message id esm actually saw.
     """
     if isinstance(recorded, dict):
-        return {k: instantiate(v) for k, v in recorded.items()}
+        return {k: instantiate(v, bindings) for k, v in recorded.items()}
     if isinstance(recorded, list):
-        return [instantiate(v) for v in recorded]
+        return [instantiate(v, bindings) for v in recorded]
     if not isinstance(recorded, str):
         return recorded
     if recorded in _LITERAL_PLACEHOLDERS:
         return _SAMPLES[recorded](recorded)
 
     def sample(m: re.Match[str]) -> str:
+        if bindings is not None and m.group(0) in bindings:
+            return bindings[m.group(0)]
         if m.group(0) == _ACCOUNT:
             return _ACCOUNT
         kind, arg = m.group(1), m.group(2)

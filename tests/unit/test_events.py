@@ -182,7 +182,7 @@ class TestMessageAttributes:
             "binaryListValues": [],
             "dataType": "Binary.png",
         }
-        assert list(record["messageAttributes"]["Thumb"])[0] == "binaryValue"
+        assert next(iter(record["messageAttributes"]["Thumb"])) == "binaryValue"
 
     def test_list_values_are_kept_and_binary_lists_base64(self) -> None:
         """List values (reserved by SQS) are carried, binary list members as base64."""

@@ -84,9 +84,7 @@ class TestFifoOrder:
 
     def test_later_messages_of_a_failed_group_are_retried(self) -> None:
         """The function lists only m2 of group a: m4 (a, later) is retried too, group b is deleted."""
-        decision = decide_sqs(
-            ok(failures("m2")), IDS, report_batch_item_failures=True, group_ids=["a", "a", "b", "a"]
-        )
+        decision = decide_sqs(ok(failures("m2")), IDS, report_batch_item_failures=True, group_ids=["a", "a", "b", "a"])
         assert (decision.delete, decision.retry) == ((0, 2), (1, 3))
         assert "1 later messages of the same message groups" in decision.reason
 

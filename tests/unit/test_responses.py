@@ -30,8 +30,12 @@ TABLE = [
     pytest.param({"batchItemFailures": []}, SUCCESS, (), id="empty-failure-list-succeeds"),
     pytest.param({"batchItemFailures": None}, SUCCESS, (), id="null-failure-list-succeeds"),
     pytest.param({"statusCode": 200}, SUCCESS, (), id="object-without-failure-list-succeeds"),
-    pytest.param({"state": {"a": 1}, "batchItemFailures": []}, SUCCESS, (), id="window-state-without-failures-succeeds"),
-    pytest.param({"batchItemFailures": [{"itemIdentifier": "id-2"}]}, PARTIAL, ("id-2",), id="one-listed-id-is-partial"),
+    pytest.param(
+        {"state": {"a": 1}, "batchItemFailures": []}, SUCCESS, (), id="window-state-without-failures-succeeds"
+    ),
+    pytest.param(
+        {"batchItemFailures": [{"itemIdentifier": "id-2"}]}, PARTIAL, ("id-2",), id="one-listed-id-is-partial"
+    ),
     pytest.param(
         {"batchItemFailures": [{"itemIdentifier": i} for i in ("id-2", "id-3", "id-4")]},
         PARTIAL,
@@ -65,15 +69,21 @@ TABLE = [
     pytest.param(42, INVALID, (), id="number-response-fails-whole-batch"),
     pytest.param(True, INVALID, (), id="boolean-response-fails-whole-batch"),
     pytest.param([{"itemIdentifier": "id-1"}], INVALID, (), id="non-empty-array-fails-whole-batch"),
-    pytest.param({"batchItemFailures": {"itemIdentifier": "id-1"}}, INVALID, (), id="failures-object-fails-whole-batch"),
+    pytest.param(
+        {"batchItemFailures": {"itemIdentifier": "id-1"}}, INVALID, (), id="failures-object-fails-whole-batch"
+    ),
     pytest.param({"batchItemFailures": "id-1"}, INVALID, (), id="failures-string-fails-whole-batch"),
     pytest.param({"batchItemFailures": ["id-1"]}, INVALID, (), id="entry-string-fails-whole-batch"),
     pytest.param({"batchItemFailures": [None]}, INVALID, (), id="entry-null-fails-whole-batch"),
     pytest.param({"batchItemFailures": [{"foo": "notvalid"}]}, INVALID, (), id="foo-key-fails-whole-batch"),
     pytest.param({"batchItemFailures": [{"foo": None}]}, INVALID, (), id="foo-null-fails-whole-batch"),
     pytest.param({"batchItemFailures": [{"itemIdentifier": ""}]}, INVALID, (), id="empty-identifier-fails-whole-batch"),
-    pytest.param({"batchItemFailures": [{"itemIdentifier": None}]}, INVALID, (), id="null-identifier-fails-whole-batch"),
-    pytest.param({"batchItemFailures": [{"itemIdentifier": 123}]}, INVALID, (), id="number-identifier-fails-whole-batch"),
+    pytest.param(
+        {"batchItemFailures": [{"itemIdentifier": None}]}, INVALID, (), id="null-identifier-fails-whole-batch"
+    ),
+    pytest.param(
+        {"batchItemFailures": [{"itemIdentifier": 123}]}, INVALID, (), id="number-identifier-fails-whole-batch"
+    ),
     pytest.param(
         {"batchItemFailures": [{"itemIdentifier": ["id-1"]}]}, INVALID, (), id="array-identifier-fails-whole-batch"
     ),
@@ -129,7 +139,10 @@ class TestRobustness:
 
     def test_huge_integer_is_invalid_not_a_crash(self) -> None:
         """An integer beyond Python's digit limit fails the batch."""
-        assert parse_batch_response(b'{"batchItemFailures": [{"itemIdentifier": ' + b"9" * 5000 + b"}]}", IDS).kind is INVALID
+        assert (
+            parse_batch_response(b'{"batchItemFailures": [{"itemIdentifier": ' + b"9" * 5000 + b"}]}", IDS).kind
+            is INVALID
+        )
 
     def test_ids_may_be_any_collection(self) -> None:
         """The batch ids may be a list, tuple, set or frozenset."""
@@ -146,8 +159,10 @@ class TestRobustness:
     @given(
         st.recursive(
             st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text() | st.sampled_from(IDS),
-            lambda children: st.lists(children, max_size=5)
-            | st.dictionaries(st.sampled_from(["batchItemFailures", "itemIdentifier", "foo"]) | st.text(), children),
+            lambda children: (
+                st.lists(children, max_size=5)
+                | st.dictionaries(st.sampled_from(["batchItemFailures", "itemIdentifier", "foo"]) | st.text(), children)
+            ),
             max_leaves=30,
         )
     )
