@@ -337,7 +337,8 @@ class MappingConfig(_Frozen):
     def _uuid_form(cls, value: str | None) -> str | None:
         if value is not None:
             try:
-                uuid.UUID(value)
+                # One canonical spelling, so metrics, checkpoints and S3 keys never see two forms of one id.
+                return str(uuid.UUID(value))
             except ValueError:
                 raise ValueError("must be a UUID, for example 6f9a0e53-5d8e-4e3b-9a57-3f2c1d0b4a11") from None
         return value
@@ -482,7 +483,8 @@ def _mapping_problems(mappings: list[tuple[int, MappingConfig]], functions: set[
         seen.setdefault(key, m.uuid)
         uuids.setdefault(m.uuid, i)
 
-        if m.batch_size > 10 and m.batching_window == 0:
+        # The rule binds an explicit BatchSize (the API's wording); the stream default of 100 alone does not.
+        if m.BatchSize is not None and m.BatchSize > 10 and m.batching_window == 0:
             yield Problem(
                 f"{at}.MaximumBatchingWindowInSeconds",
                 "Maximum batch window in seconds must be greater than 0 if maximum batch size is greater than 10",
@@ -561,8 +563,8 @@ def _stream_problems(at: str, m: MappingConfig, src: SourceArn) -> Iterator[Prob
         )
 
 
-def _function_problems(spec: ConfigFile) -> Iterator[Problem]:
-    for name, fn in spec.functions.items():
+def _function_problems(functions: dict[str, FunctionConfig]) -> Iterator[Problem]:
+    for name, fn in functions.items():
         given = [k for k, v in (("handler", fn.handler), ("lambda", fn.lambda_), ("url", fn.url)) if v is not None]
         if len(given) != 1:
             yield Problem(
@@ -596,10 +598,25 @@ def _partial_problems(raw: dict[str, Any]) -> Iterator[Problem]:
     yield from _mapping_problems(valid, names)
 
 
+def _valid_functions(raw: dict[str, Any]) -> dict[str, FunctionConfig]:
+    """The `functions` entries that are valid on their own (for cross-field checks on a broken file)."""
+    functions = raw.get("functions")
+    valid: dict[str, FunctionConfig] = {}
+    if isinstance(functions, dict):
+        for name, entry in functions.items():
+            try:
+                valid[str(name)] = FunctionConfig.model_validate(entry)
+            except ValidationError:
+                continue
+    return valid
+
+
 def parse_config(text: str, file: str, env: dict[str, str] | None = None) -> ConfigFile:
     """Validate configuration text; raise ConfigError with every problem (file is for messages)."""
     try:
         raw = yaml.safe_load(text)
+    except RecursionError:
+        raise ConfigError(file, [Problem("<root>", "the document is nested too deeply")]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "<document>"
@@ -610,14 +627,18 @@ def parse_config(text: str, file: str, env: dict[str, str] | None = None) -> Con
     if not isinstance(raw, dict):
         raise ConfigError(file, [Problem("<root>", "the file must be a YAML mapping of sections")])
     problems: list[Problem] = []
-    expanded = _expand(raw, "", dict(os.environ) if env is None else env, problems)
+    try:
+        expanded = _expand(raw, "", dict(os.environ) if env is None else env, problems)
+    except RecursionError:
+        raise ConfigError(file, [Problem("<root>", "the document is nested too deeply")]) from None
     try:
         spec = ConfigFile.model_validate(expanded)
     except ValidationError as exc:
         problems.extend(_pydantic_problems(exc))
         problems.extend(_partial_problems(expanded))
+        problems.extend(_function_problems(_valid_functions(expanded)))
         raise ConfigError(file, problems) from None
-    problems.extend(_function_problems(spec))
+    problems.extend(_function_problems(spec.functions))
     problems.extend(_mapping_problems(list(enumerate(spec.event_source_mappings)), set(spec.functions)))
     if problems:
         raise ConfigError(file, problems)

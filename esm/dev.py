@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import signal
 from typing import Any
@@ -84,6 +85,7 @@ def run_dev(config: Config) -> int:
     from moto.server import ThreadedMotoServer
 
     _dummy_credentials()
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's per-request access log
     log = get_logger(mode="dev")
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=_emulator_port(config), verbose=False)
     server.start()

@@ -18,10 +18,15 @@ in `InvokeResult` (DESIGN.md rule 3). Errors are classified by error code, never
 from __future__ import annotations
 
 from botocore.exceptions import (
+    BotoCoreError,
     ClientError,
     ConnectionClosedError,
     ConnectTimeoutError,
     EndpointConnectionError,
+    NoCredentialsError,
+    NoRegionError,
+    ParamValidationError,
+    PartialCredentialsError,
     ReadTimeoutError,
 )
 
@@ -143,4 +148,10 @@ def classify(operation: str, exc: BaseException) -> AwsError:
         return RetriableAwsError(operation, type(exc).__name__, str(exc))
     if isinstance(exc, TimeoutError):
         return RetriableAwsError(operation, "Timeout", str(exc))
+    if isinstance(exc, NoCredentialsError | PartialCredentialsError | NoRegionError | ParamValidationError):
+        # Nothing on AWS's side will change this: the environment or the request is wrong.
+        return FatalAwsError(operation, type(exc).__name__, str(exc))
+    if isinstance(exc, BotoCoreError):
+        # Transport and parsing trouble (e.g. a truncated response): worth another try later.
+        return RetriableAwsError(operation, type(exc).__name__, str(exc))
     raise TypeError(f"not an AWS error: {exc!r}") from exc

@@ -137,7 +137,7 @@ def assert_matches_recording(
     """
     if check_order is None:
         check_order = not (isinstance(recorded, dict) and len(recorded) > 2 and list(recorded) == sorted(recorded))
-    matcher = _Matcher(bindings if bindings is not None else {}, check_order)
+    matcher = _Matcher(bindings if bindings is not None else {})
     matcher.match(actual, recorded, "$", ordered=check_order)
     if matcher.problems:
         raise AssertionError("does not match the AWS recording:\n  " + "\n  ".join(matcher.problems))
@@ -163,9 +163,10 @@ def _orders_match(actual: list[str], recorded: list[str]) -> bool:
 
 
 class _Matcher:
-    def __init__(self, bindings: dict[str, str], check_order: bool) -> None:
+    """One comparison: walks both values and collects every difference with its path."""
+
+    def __init__(self, bindings: dict[str, str]) -> None:
         self.bindings = bindings
-        self.check_order = check_order
         self.problems: list[str] = []
 
     def fail(self, path: str, message: str) -> None:

@@ -31,11 +31,12 @@ from tests.conformance.recordings import (
 )
 from tests.conftest import unique
 
+# Recorded test name (after the last "::") -> the SQS records its functions received.
 RECORDED_TESTS = {
-    test_id.rpartition("::")[2]: records_in(content["recorded-content"])
+    test_id.rpartition("::")[2]: records
     for test_id, content in load_snapshot("sqs").items()
+    if (records := records_in(content["recorded-content"]))
 }
-RECORDED_TESTS = {name: records for name, records in RECORDED_TESTS.items() if records}
 
 
 def as_received(record: dict[str, Any]) -> dict[str, Any]:
@@ -94,6 +95,90 @@ class TestRecordedShapes:
                     assert list(record) == ours
                     kinds["md5 swapped"] += 1
         assert kinds == {"esm order": 110, "md5 swapped": 14, "key-sorted": 7}
+
+
+RECORD = records_in(recorded("test_message_body_and_attributes_passed_correctly", "first_attempt"))[0]
+
+
+def mismatch(actual: Any, expected: Any, **kwargs: Any) -> str:
+    """The failure text of assert_matches_recording (fails the test if it passes)."""
+    with pytest.raises(AssertionError) as caught:
+        assert_matches_recording(actual, expected, **kwargs)
+    return str(caught.value)
+
+
+class TestRecordingComparison:
+    """assert_matches_recording accepts what AWS could have sent and rejects what it could not."""
+
+    @pytest.mark.parametrize("source", ["sqs", "kinesis", "dynamodbstreams"])
+    def test_instantiated_recordings_match(self, source: str) -> None:
+        """Every recorded value, its placeholders replaced by samples, matches itself with bindings."""
+        for content in load_snapshot(source).values():
+            assert_matches_recording(instantiate(content["recorded-content"]), content["recorded-content"], bindings={})
+
+    def test_key_order_is_checked(self) -> None:
+        """A record with AWS's keys in another order fails."""
+        actual = instantiate(RECORD)
+        reordered = {"receiptHandle": actual.pop("receiptHandle"), **actual}
+        assert "key order" in mismatch(reordered, RECORD)
+
+    def test_attribute_order_is_checked(self) -> None:
+        """Reordered system attributes fail."""
+        actual = instantiate(RECORD)
+        actual["attributes"] = dict(reversed(actual["attributes"].items()))
+        assert "$.attributes: key order" in mismatch(actual, RECORD)
+
+    def test_message_attribute_names_are_not_ordered(self) -> None:
+        """Message attribute names may come in any order; each attribute's keys may not."""
+        actual = instantiate(RECORD)
+        actual["messageAttributes"] = dict(reversed(actual["messageAttributes"].items()))
+        assert_matches_recording(actual, RECORD)
+        actual["messageAttributes"]["Title"] = dict(reversed(actual["messageAttributes"]["Title"].items()))
+        assert "$.messageAttributes.Title: key order" in mismatch(actual, RECORD)
+
+    def test_missing_key_types_and_formats_are_checked(self) -> None:
+        """A missing key, a wrong JSON type and a value of the wrong format each fail."""
+        actual = instantiate(RECORD)
+        del actual["awsRegion"]
+        actual["attributes"]["ApproximateReceiveCount"] = 1
+        actual["messageId"] = "not-a-uuid"
+        text = mismatch(actual, RECORD)
+        assert "missing ['awsRegion']" in text
+        assert "$.attributes.ApproximateReceiveCount: expected a string like '1', got number 1" in text
+        assert "$.messageId: 'not-a-uuid' does not have the format of '<uuid:1>'" in text
+
+    def test_parsed_body_stands_for_a_json_string(self) -> None:
+        """A recorded body object matches a string holding that JSON, and not a non-JSON string."""
+        recorded_record = RECORDED_TESTS["test_sqs_event_source_mapping"][0]
+        actual = instantiate(recorded_record)
+        actual["body"] = '{"foo":"bar"}'
+        assert_matches_recording(actual, recorded_record)
+        actual["body"] = "foo=bar"
+        assert "not JSON" in mismatch(actual, recorded_record)
+
+    def test_bindings_tie_placeholders_across_records(self) -> None:
+        """A placeholder keeps its value across calls; two placeholders of one kind need two values."""
+        first, second = (
+            records_in(recorded("test_failing_lambda_retries_after_visibility_timeout", k))[0]
+            for k in ("first_attempt", "second_attempt")
+        )
+        bindings: dict[str, str] = {}
+        assert_matches_recording(instantiate(first), first, bindings=bindings)
+        same_handle = {**instantiate(second), "receiptHandle": instantiate(first)["receiptHandle"]}
+        assert "are both" in mismatch(same_handle, second, bindings=dict(bindings))
+        new_id = {**instantiate(second), "messageId": "00000000-0000-0000-0000-000000000000"}
+        assert "<uuid:2> was" in mismatch(new_id, second, bindings=dict(bindings))
+
+    def test_md5_key_swap_is_tolerated(self) -> None:
+        """AWS emitted md5OfBody and md5OfMessageAttributes in both orders, so both are accepted."""
+        swapped = next(
+            r for r in RECORDED_TESTS["test_sqs_event_source_mapping_batch_size[15]"] if list(r)[5] == "md5OfBody"
+        )
+        built = sqs_record(
+            as_received(swapped), parse_source_arn(instantiate(swapped["eventSourceARN"])), null_md5_when_absent=True
+        )
+        assert list(built)[5] == "md5OfMessageAttributes"
+        assert_matches_recording(built, swapped)
 
 
 async def make_queue(sqs: Any, name: str, **attributes: str) -> tuple[str, SourceArn]:

@@ -420,10 +420,6 @@ class TestInvalidConfigurations:
         ]
         assert str(info.value) == "\n".join(info.value.lines())
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="bug in esm/config.py: function problems are skipped when a mapping is structurally invalid",
-    )
     def test_function_problems_reported_alongside_structural_problems(self) -> None:
         """A function with two targets is reported even when a mapping also fails structural validation."""
         text = (
@@ -435,7 +431,6 @@ class TestInvalidConfigurations:
             f"functions.orders: {ONE_TARGET} (found handler, url)",
         ]
 
-    @pytest.mark.xfail(strict=True, reason="bug in esm/config.py: RecursionError escapes parse_config")
     def test_deeply_nested_yaml_is_a_problem_not_a_crash(self) -> None:
         """Pathologically nested YAML is reported as a ConfigError instead of crashing `esm validate`."""
         with pytest.raises(ConfigError):
@@ -499,10 +494,6 @@ class TestDefaults:
         assert problems(sqs_mapping("BatchSize: 10", arn=FIFO_QUEUE)) == []
         assert problems(sqs_mapping("ScalingConfig: {MaximumConcurrency: 1000}")) == []
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="bug in esm/config.py: the BatchSize>10 window rule uses the default BatchSize 100 of streams",
-    )
     def test_stream_default_batch_size_needs_no_window(self) -> None:
         """A stream mapping without BatchSize (default 100) needs no batching window, as in AWS."""
         assert problems(sqs_mapping("StartingPosition: LATEST", arn=STREAM)) == [
