@@ -41,7 +41,10 @@ class ClientFactory:
 
     def endpoint_for(self, service: str) -> str | None:
         """The endpoint for a service: its own entry in `aws.endpoints`, else `aws.endpoint_url`."""
-        return self._aws.endpoints.get(service, self._aws.endpoint_url)  # type: ignore[call-overload]
+        for name, url in self._aws.endpoints.items():
+            if name == service:
+                return url
+        return self._aws.endpoint_url
 
     @overload
     def client(

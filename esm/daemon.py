@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
+import sys
+import threading
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry
@@ -34,7 +37,7 @@ from esm.sources.sqs import SqsQueue
 from esm.targets.base import Invoker
 from esm.targets.factory import build_invoker
 
-__all__ = ["Daemon", "run_daemon"]
+__all__ = ["Daemon", "exit_past_abandoned_threads", "run_daemon"]
 
 EXIT_OK, EXIT_FORCED, EXIT_CONFIG = 0, 1, 2
 _FALLBACK_REGION = "us-east-1"
@@ -165,4 +168,21 @@ def run_daemon(config: Config) -> int:
             loop.add_signal_handler(sig, daemon.request_stop)
         return await daemon.run()
 
-    return asyncio.run(main())
+    code = asyncio.run(main())
+    exit_past_abandoned_threads(code)
+    return code
+
+
+def exit_past_abandoned_threads(code: int) -> None:
+    """Exit now if abandoned handler threads are still running.
+
+    A synchronous handler that outlived its timeout or the grace period cannot be killed; Python
+    would otherwise wait for it at exit (concurrent.futures joins its workers), so a handler that
+    never returns would keep the pod from stopping. Their messages were already returned.
+    """
+    stuck = [t for t in threading.enumerate() if t is not threading.main_thread() and t.is_alive() and not t.daemon]
+    if stuck:
+        get_logger().warning("abandoned_threads_left", count=len(stuck), exit_code=code)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)

@@ -22,7 +22,7 @@ from urllib.parse import urlparse
 from esm.arns import parse_source_arn
 from esm.aws import ClientFactory
 from esm.config import AwsConfig, Config, DevQueue
-from esm.daemon import Daemon
+from esm.daemon import Daemon, exit_past_abandoned_threads
 from esm.logging import get_logger
 
 __all__ = ["create_queues", "run_dev", "send_messages"]
@@ -104,9 +104,11 @@ def run_dev(config: Config) -> int:
                 loop.add_signal_handler(sig, daemon.request_stop)
             return await daemon.run()
 
-        return asyncio.run(main())
+        code = asyncio.run(main())
     finally:
         server.stop()
+    exit_past_abandoned_threads(code)
+    return code
 
 
 async def send_messages(config: Config, queue: str, body: str, count: int, group_id: str | None) -> int:

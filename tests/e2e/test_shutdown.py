@@ -162,3 +162,47 @@ class TestStartupErrors:
         stderr = _stderr(config)
         assert code == 2
         assert "no_such_module" in stderr
+
+
+class TestSecondSignal:
+    """A second signal does not wait for the grace period."""
+
+    async def test_second_sigterm_forces_exit_and_returns_messages(
+        self, sqs: Any, moto_endpoint: str, tmp_path: Path
+    ) -> None:
+        """With a 30 s grace period and a 60 s handler, a second SIGTERM exits at once with code 1.
+
+        The abandoned batch is returned to the queue (visibility 0), so nothing waits out its
+        60 s visibility timeout and nothing is lost.
+        """
+        (tmp_path / "stuck.py").write_text("import time\n\ndef handle(event, context):\n    time.sleep(60)\n")
+        url, arn = await create_queue(sqs, unique("force"), VisibilityTimeout=90)
+        await sqs.send_message(QueueUrl=url, MessageBody="stuck")
+        config = write_config(
+            tmp_path,
+            {
+                "aws": {"region": REGION, "endpoint_url": moto_endpoint},
+                "http": {"listen": "127.0.0.1:0"},
+                "shutdown": {"grace_period": 30},
+                "functions": {"stuck": {"handler": "stuck:handle", "timeout": 60}},
+                "event_source_mappings": [{"EventSourceArn": arn, "FunctionName": "stuck", "BatchSize": 1}],
+            },
+        )
+        proc = _spawn(config)
+        try:
+            await wait_for(lambda: '"event": "mapping_started"' in _stderr(config), within=30)
+            for _ in range(100):
+                if (await queue_counts(sqs, url))[1] == 1:
+                    break
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(0.3)
+            proc.send_signal(signal.SIGTERM)
+            await wait_for(lambda: '"event": "shutdown_requested"' in _stderr(config), within=10)
+            proc.send_signal(signal.SIGTERM)
+            code = await asyncio.to_thread(proc.wait, 15)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert code == 1, _stderr(config)[-2000:]
+        assert '"event": "shutdown_forced"' in _stderr(config)
+        assert await queue_counts(sqs, url) == (1, 0)
