@@ -44,7 +44,7 @@ class TestBatchCutting:
     async def test_batch_size_caps_a_windowed_batch(self, sqs: Any) -> None:
         """With 25 messages waiting, BatchSize 12 and a window, batches hold 12, 12, then 1."""
         url, arn = await create_queue(sqs, unique("cap"))
-        for i in range(0, 25, 5):
+        for _ in range(5):
             await sqs.send_message_batch(QueueUrl=url, Entries=[{"Id": str(j), "MessageBody": "x"} for j in range(5)])
         g = await _gatherer(sqs, arn, batch_size=12, window=1)
         sizes = []
