@@ -73,6 +73,13 @@ class Daemon:
         """Liveness: no mapping task died of an unexpected exception."""
         return not any(t.done() and not t.cancelled() and t.exception() is not None for t in self._runner_tasks)
 
+    async def run_with_signals(self) -> int:
+        """`run()` with SIGTERM/SIGINT wired to `request_stop()` (the second one forces)."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+        return await self.run()
+
     async def run(self) -> int:
         """Run until stopped; returns the process exit code."""
         spec = self.config.spec
@@ -161,14 +168,7 @@ class Daemon:
 def run_daemon(config: Config) -> int:
     """Run the daemon for a loaded configuration with signal handling; returns the exit code."""
 
-    async def main() -> int:
-        daemon = Daemon(config)
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, daemon.request_stop)
-        return await daemon.run()
-
-    code = asyncio.run(main())
+    code = asyncio.run(Daemon(config).run_with_signals())
     exit_past_abandoned_threads(code)
     return code
 

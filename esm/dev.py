@@ -15,7 +15,6 @@ import asyncio
 import json
 import logging
 import os
-import signal
 from typing import Any
 from urllib.parse import urlparse
 
@@ -98,11 +97,7 @@ def run_dev(config: Config) -> int:
         async def main() -> int:
             urls = await create_queues(dev_config)
             log.info("emulator_started", endpoint=endpoint, queues=urls)
-            daemon = Daemon(dev_config)
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, daemon.request_stop)
-            return await daemon.run()
+            return await Daemon(dev_config).run_with_signals()
 
         code = asyncio.run(main())
     finally:

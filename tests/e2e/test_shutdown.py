@@ -52,6 +52,22 @@ def _spawn(config: Path) -> subprocess.Popen[bytes]:
         )
 
 
+def _one_mapping(
+    tmp_path: Path, endpoint: str, arn: str, handler: str, timeout: float, grace: float = 25, **mapping: Any
+) -> Path:
+    """Write a configuration with one Python function and one mapping of `arn` to it."""
+    return write_config(
+        tmp_path,
+        {
+            "aws": {"region": REGION, "endpoint_url": endpoint},
+            "http": {"listen": "127.0.0.1:0"},
+            "shutdown": {"grace_period": grace},
+            "functions": {"fn": {"handler": handler, "timeout": timeout}},
+            "event_source_mappings": [{"EventSourceArn": arn, "FunctionName": "fn", **mapping}],
+        },
+    )
+
+
 def _stderr(config: Path) -> str:
     return (config.parent / "stderr.log").read_text()
 
@@ -74,22 +90,15 @@ class TestSigterm:
         sent = set()
         for i in range(20):
             sent.add((await sqs.send_message(QueueUrl=url, MessageBody=f"m{i}"))["MessageId"])
-        config = write_config(
+        config = _one_mapping(
             tmp_path,
-            {
-                "aws": {"region": REGION, "endpoint_url": moto_endpoint},
-                "http": {"listen": "127.0.0.1:0"},
-                "shutdown": {"grace_period": 10},
-                "functions": {"slow": {"handler": "slow:handle", "timeout": 5}},
-                "event_source_mappings": [
-                    {
-                        "EventSourceArn": arn,
-                        "FunctionName": "slow",
-                        "BatchSize": 2,
-                        "ScalingConfig": {"MaximumConcurrency": 2},
-                    }
-                ],
-            },
+            moto_endpoint,
+            arn,
+            "slow:handle",
+            5,
+            grace=10,
+            BatchSize=2,
+            ScalingConfig={"MaximumConcurrency": 2},
         )
         proc = _spawn(config)
         log = tmp_path / "calls.log"
@@ -104,17 +113,21 @@ class TestSigterm:
         assert code == 0, stderr[-2000:]
         started, done = _log_ids(log, "start"), _log_ids(log, "done")
         assert started == done, "every batch that started finished within the grace period"
-        # Nothing that succeeded is redelivered; everything else is visible again right now
-        # (not after the 60 s visibility timeout): returned with visibility 0 on shutdown.
+        # Nothing that succeeded is redelivered and nothing else is lost. Messages gathered but not
+        # invoked are visible again right now (visibility 0), not after the 60 s timeout. The one
+        # exception is a ReceiveMessage cut off in flight by the signal: what SQS handed to it stays
+        # invisible until its timeout, so at most one receive per poller (2 x BatchSize 2) may lag.
         visible, in_flight = await queue_counts(sqs, url)
-        assert (visible, in_flight) == (len(sent) - len(done), 0)
+        assert visible + in_flight == len(sent) - len(done)
+        assert in_flight <= 4
         left: set[str] = set()
         while True:
             resp = await sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0)
             if not resp.get("Messages"):
                 break
             left |= {m["MessageId"] for m in resp["Messages"]}
-        assert left == sent - done
+        assert left <= sent - done
+        assert len(left) == visible
         assert '"event": "shutdown_requested"' in stderr
 
 
@@ -128,15 +141,7 @@ class TestStartupErrors:
         (tmp_path / "slow.py").write_text(_HANDLER)
         url, arn = await create_queue(sqs, unique("vt"), VisibilityTimeout=30)
         await sqs.send_message(QueueUrl=url, MessageBody="untouched")
-        config = write_config(
-            tmp_path,
-            {
-                "aws": {"region": REGION, "endpoint_url": moto_endpoint},
-                "http": {"listen": "127.0.0.1:0"},
-                "functions": {"slow": {"handler": "slow:handle", "timeout": 60}},
-                "event_source_mappings": [{"EventSourceArn": arn, "FunctionName": "slow"}],
-            },
-        )
+        config = _one_mapping(tmp_path, moto_endpoint, arn, "slow:handle", 60)
         proc = _spawn(config)
         code = await asyncio.to_thread(proc.wait, 30)
         stderr = _stderr(config)
@@ -146,17 +151,8 @@ class TestStartupErrors:
 
     async def test_unimportable_handler_exits_2(self, moto_endpoint: str, tmp_path: Path) -> None:
         """A handler module that does not exist is reported by name and the exit code is 2."""
-        config = write_config(
-            tmp_path,
-            {
-                "aws": {"region": REGION, "endpoint_url": moto_endpoint},
-                "http": {"listen": "127.0.0.1:0"},
-                "functions": {"gone": {"handler": "no_such_module:handle"}},
-                "event_source_mappings": [
-                    {"EventSourceArn": f"arn:aws:sqs:{REGION}:123456789012:whatever", "FunctionName": "gone"}
-                ],
-            },
-        )
+        arn = f"arn:aws:sqs:{REGION}:123456789012:whatever"
+        config = _one_mapping(tmp_path, moto_endpoint, arn, "no_such_module:handle", 3)
         proc = _spawn(config)
         code = await asyncio.to_thread(proc.wait, 30)
         stderr = _stderr(config)
@@ -178,16 +174,7 @@ class TestSecondSignal:
         (tmp_path / "stuck.py").write_text("import time\n\ndef handle(event, context):\n    time.sleep(60)\n")
         url, arn = await create_queue(sqs, unique("force"), VisibilityTimeout=90)
         await sqs.send_message(QueueUrl=url, MessageBody="stuck")
-        config = write_config(
-            tmp_path,
-            {
-                "aws": {"region": REGION, "endpoint_url": moto_endpoint},
-                "http": {"listen": "127.0.0.1:0"},
-                "shutdown": {"grace_period": 30},
-                "functions": {"stuck": {"handler": "stuck:handle", "timeout": 60}},
-                "event_source_mappings": [{"EventSourceArn": arn, "FunctionName": "stuck", "BatchSize": 1}],
-            },
-        )
+        config = _one_mapping(tmp_path, moto_endpoint, arn, "stuck:handle", 60, grace=30, BatchSize=1)
         proc = _spawn(config)
         try:
             await wait_for(lambda: '"event": "mapping_started"' in _stderr(config), within=30)
