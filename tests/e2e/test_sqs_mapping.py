@@ -344,3 +344,36 @@ async def _metrics(daemon: Any) -> str:
 
 def _sample(text: str, name: str) -> float:
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{"))
+
+
+class TestDeleteFailures:
+    """A delete that finally fails is counted and logged, and the mapping goes on."""
+
+    async def test_failed_delete_is_counted_and_the_daemon_keeps_running(
+        self, sqs: Any, moto_endpoint: str, tmp_path: Path
+    ) -> None:
+        """The handler deletes its own queue: the delete fails and is counted, and /healthz stays ok."""
+        url, arn = await create_queue(sqs, unique("gone"))
+        fn = unique("fn")
+        await sqs.send_message(QueueUrl=url, MessageBody="m")
+        deleted_queue: list[bool] = []
+
+        def behaviour(_event: dict[str, Any], _ctx: Any) -> Any:
+            if not deleted_queue:
+                import boto3  # moto's dependency; a synchronous client is simplest inside a handler thread
+
+                boto3.client("sqs", region_name=REGION, endpoint_url=moto_endpoint).delete_queue(QueueUrl=url)
+                deleted_queue.append(True)
+
+        RECORDER.behaviours[fn] = behaviour
+        async with running_daemon(tmp_path, _config(moto_endpoint, fn, {"EventSourceArn": arn})) as daemon:
+            await wait_for(lambda: bool(deleted_queue))
+            failures = 0.0
+            for _ in range(100):  # the counter moves once the delete's retries are over
+                failures = _sample(await _metrics(daemon), "esm_delete_failures_total")
+                if failures:
+                    break
+                await asyncio.sleep(0.1)
+            status, _ = await _get(daemon, "/healthz")
+        assert failures == 1
+        assert status == 200
