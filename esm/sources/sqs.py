@@ -230,7 +230,8 @@ class BatchGatherer:
 
     async def release_all(self, keeper: VisibilityKeeper) -> None:
         """Return every held message (the gathering batch and the carry-over) to the queue now."""
-        held = keeper.take_all() + self.carry
+        # The keeper also holds carried-over messages (it keeps everything received), so de-duplicate.
+        held = list({m.message_id: m for m in keeper.take_all() + self.carry}.values())
         self.carry = []
         if held:
             await self.queue.change_visibility(held, 0)
