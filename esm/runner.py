@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 from structlog.typing import FilteringBoundLogger
 
-from esm.config import MappingConfig
+from esm.config import MappingConfig, check_visibility_timeout
 from esm.errors import (
     AwsError,
     InvokeFatalError,
@@ -114,8 +114,6 @@ class SqsMappingRunner:
         A missing queue is not fatal here (the runner keeps retrying and reports unhealthy); a
         function timeout longer than the queue's visibility timeout is (ESM-SPEC.md §1.1).
         """
-        from esm.config import check_visibility_timeout
-
         try:
             await self.queue.resolve()
         except AwsError as exc:

@@ -1,35 +1,30 @@
-"""The configuration file: YAML parsed once into frozen pydantic models (DESIGN.md §2).
+"""The configuration models: frozen pydantic models of the YAML file (DESIGN.md §2, rule 8).
 
-Mapping entries take `CreateEventSourceMapping`'s parameter names, per-source defaults, ranges,
-cross-parameter rules and AWS's own error texts (ESM-SPEC.md §1.1), so an
-`AWS::Lambda::EventSourceMapping` `Properties` block pastes in unchanged.
-
-`load_config()` is the only entry point: it reads the file, expands `${VAR}`, validates the
-structure (pydantic) and then the cross-field rules, and raises `ConfigError` listing *every*
-problem as `(path, reason)`; `esm validate` prints them as `FILE: path: reason`.
+Every field has a description and a default; mapping entries use CreateEventSourceMapping's
+names, ranges and AWS's ValidationException texts (ESM-SPEC.md §1.1). Cross-field rules live in
+`esm.config.rules`, reading and `${VAR}` expansion in `esm.config.loading`.
 """
 
 from __future__ import annotations
 
 import functools
-import os
 import re
 import uuid
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from esm.arns import SourceArn, SourceKind, parse_function_arn, parse_source_arn
+from esm.arns import SourceArn, SourceKind, parse_source_arn
 
 __all__ = [
+    "MAX_PAYLOAD_BYTES",
     "AwsConfig",
     "Config",
     "ConfigError",
     "ConfigFile",
+    "DevConfig",
     "DevQueue",
     "FunctionConfig",
     "HttpConfig",
@@ -37,13 +32,9 @@ __all__ = [
     "Problem",
     "ShutdownConfig",
     "StateConfig",
-    "check_visibility_timeout",
     "json_schema",
-    "load_config",
-    "parse_config",
 ]
 
-# Lambda's synchronous invocation payload limit (ESM-SPEC.md §2): 6 MB, not modifiable.
 MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
 _UUID_NAMESPACE = uuid.UUID("5d6bc8a4-61a4-4d35-9a44-4f4a3c1b1e77")
 
@@ -273,16 +264,6 @@ class MetricsSpec(_Frozen):
 
 _SQS_DEFAULT_BATCH = 10
 _STREAM_DEFAULT_BATCH = 100
-# Parameters AWS accepts only for stream sources, with the texts shown for SQS mappings.
-_STREAM_ONLY = (
-    "StartingPosition",
-    "StartingPositionTimestamp",
-    "ParallelizationFactor",
-    "MaximumRetryAttempts",
-    "MaximumRecordAgeInSeconds",
-    "BisectBatchOnFunctionError",
-    "TumblingWindowInSeconds",
-)
 
 
 class MappingConfig(_Frozen):
@@ -421,251 +402,6 @@ class Config:
 
 # --------------------------------------------------------------------------------------------
 # loading
-
-
-_VAR_RE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-
-
-def _expand(node: Any, path: str, env: dict[str, str], problems: list[Problem]) -> Any:
-    """Expand `${VAR}` / `${VAR:-default}` in every string value; `$$` is a literal `$`."""
-    if isinstance(node, str):
-
-        def sub(m: re.Match[str]) -> str:
-            if m.group(0) == "$$":
-                return "$"
-            name, default = m.group(1), m.group(2)
-            if name in env:
-                return env[name]
-            if default is not None:
-                return default
-            problems.append(Problem(path or "<root>", f"environment variable {name} is not set"))
-            return ""
-
-        return _VAR_RE.sub(sub, node)
-    if isinstance(node, dict):
-        return {k: _expand(v, f"{path}.{k}" if path else str(k), env, problems) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_expand(v, f"{path}.{i}" if path else str(i), env, problems) for i, v in enumerate(node)]
-    return node
-
-
-def _loc(loc: Iterable[int | str]) -> str:
-    return ".".join(str(p) for p in loc) or "<root>"
-
-
-def _pydantic_problems(err: ValidationError) -> list[Problem]:
-    out = []
-    for e in err.errors(include_url=False):
-        msg = e["msg"]
-        if msg.startswith("Value error, "):
-            msg = msg[len("Value error, ") :]
-        out.append(Problem(_loc(e["loc"]), msg))
-    return out
-
-
-def _mapping_problems(mappings: list[tuple[int, MappingConfig]], functions: set[str]) -> Iterator[Problem]:
-    """The cross-parameter rules of ESM-SPEC.md §1.1, with AWS's texts where AWS has one."""
-    seen: dict[tuple[str, str], str] = {}
-    uuids: dict[str, int] = {}
-    for i, m in mappings:
-        at = f"event_source_mappings.{i}"
-        src = m.source
-        if m.FunctionName not in functions:
-            try:
-                parse_function_arn(m.FunctionName)
-            except ValueError as exc:
-                yield Problem(f"{at}.FunctionName", f"{exc} (or the name of an entry of `functions`)")
-        key = (m.EventSourceArn, m.FunctionName)
-        if key in seen:
-            yield Problem(at, _duplicate_text(m, src, seen[key]))
-        elif m.uuid in uuids:
-            yield Problem(f"{at}.UUID", f"UUID {m.uuid} is also used by event_source_mappings.{uuids[m.uuid]}")
-        seen.setdefault(key, m.uuid)
-        uuids.setdefault(m.uuid, i)
-
-        # The rule binds an explicit BatchSize (the API's wording); the stream default of 100 alone does not.
-        if m.BatchSize is not None and m.BatchSize > 10 and m.batching_window == 0:
-            yield Problem(
-                f"{at}.MaximumBatchingWindowInSeconds",
-                "Maximum batch window in seconds must be greater than 0 if maximum batch size is greater than 10",
-            )
-        if m.FilterCriteria is not None and m.FilterCriteria.Filters:
-            yield Problem(
-                f"{at}.FilterCriteria",
-                "event filtering is not available in this version of esm (planned in issue #4); "
-                "remove FilterCriteria so that no record is processed unfiltered by mistake",
-            )
-        if src.kind is SourceKind.SQS:
-            yield from _sqs_problems(at, m, src)
-        else:
-            yield from _stream_problems(at, m, src)
-
-
-def _duplicate_text(m: MappingConfig, src: SourceArn, existing_uuid: str) -> str:
-    """AWS's ResourceConflictException text for a second mapping of one source and function."""
-    if src.kind is SourceKind.SQS:
-        return (
-            f'An event source mapping with SQS arn (" {m.EventSourceArn} ") and function '
-            f'(" {m.FunctionName} ") already exists. Please update or delete the existing '
-            f"mapping with UUID {existing_uuid}"
-        )
-    return (
-        f'The event source arn (" {m.EventSourceArn} ") and function (" {m.FunctionName} ") '
-        f"provided mapping already exists. Please update or delete the existing mapping "
-        f"with UUID {existing_uuid}"
-    )
-
-
-def _sqs_problems(at: str, m: MappingConfig, src: SourceArn) -> Iterator[Problem]:
-    for name in _STREAM_ONLY:
-        if getattr(m, name) is not None:
-            yield Problem(f"{at}.{name}", f"{name} is not valid for SQS event sources.")
-    if m.DestinationConfig is not None:
-        yield Problem(
-            f"{at}.DestinationConfig",
-            "Unsupported DestinationConfig parameter for given event source mapping type. "
-            "(SQS failures go to the queue's redrive policy / dead-letter queue.)",
-        )
-    if src.is_fifo:
-        if m.batch_size > 10:
-            yield Problem(f"{at}.BatchSize", "Maximum batch size must be between 1 and 10 inclusive for FIFO queues")
-        if m.batching_window > 0:
-            yield Problem(f"{at}.MaximumBatchingWindowInSeconds", "Batching window is not supported for FIFO queues")
-
-
-def _stream_problems(at: str, m: MappingConfig, src: SourceArn) -> Iterator[Problem]:
-    yield Problem(
-        f"{at}.EventSourceArn",
-        f"{'Kinesis' if src.kind is SourceKind.KINESIS else 'DynamoDB Streams'} sources are not available in "
-        "this version of esm (planned in issue #3)",
-    )
-    if m.ScalingConfig is not None:
-        yield Problem(f"{at}.ScalingConfig", "ScalingConfig is only supported for SQS event sources.")
-    if m.StartingPosition is None:
-        yield Problem(
-            f"{at}.StartingPosition",
-            "1 validation error detected: Value null at 'startingPosition' failed to satisfy constraint: "
-            "Member must not be null",
-        )
-    if m.StartingPosition == "AT_TIMESTAMP":
-        if src.kind is SourceKind.DYNAMODB:
-            yield Problem(f"{at}.StartingPosition", "Unsupported starting position for DynamoDB stream: AT_TIMESTAMP")
-        elif m.StartingPositionTimestamp is None:
-            yield Problem(
-                f"{at}.StartingPositionTimestamp",
-                "StartingPositionTimestamp must be set with StartingPosition AT_TIMESTAMP",
-            )
-    age = m.MaximumRecordAgeInSeconds
-    if age is not None and 0 <= age < 60:
-        yield Problem(
-            f"{at}.MaximumRecordAgeInSeconds",
-            "MaximumRecordAgeInSeconds must be -1 (infinite) or between 60 and 604800",
-        )
-
-
-def _function_problems(functions: dict[str, FunctionConfig]) -> Iterator[Problem]:
-    for name, fn in functions.items():
-        given = [k for k, v in (("handler", fn.handler), ("lambda", fn.lambda_), ("url", fn.url)) if v is not None]
-        if len(given) != 1:
-            yield Problem(
-                f"functions.{name}",
-                "exactly one of `handler`, `lambda` or `url` is required"
-                + (f" (found {', '.join(given)})" if given else ""),
-            )
-        if fn.lambda_ is not None:
-            try:
-                parse_function_arn(fn.lambda_)
-            except ValueError as exc:
-                yield Problem(f"functions.{name}.lambda", str(exc))
-
-
-def _partial_problems(raw: dict[str, Any]) -> Iterator[Problem]:
-    """Cross-field problems of the mappings that are valid on their own, when others are not.
-
-    So that `esm validate` reports every problem in one run, not only the structural ones.
-    """
-    entries = raw.get("event_source_mappings")
-    functions = raw.get("functions")
-    if not isinstance(entries, list):
-        return
-    names = set(functions) if isinstance(functions, dict) else set()
-    valid = []
-    for i, entry in enumerate(entries):
-        try:
-            valid.append((i, MappingConfig.model_validate(entry)))
-        except ValidationError:
-            continue
-    yield from _mapping_problems(valid, names)
-
-
-def _valid_functions(raw: dict[str, Any]) -> dict[str, FunctionConfig]:
-    """The `functions` entries that are valid on their own (for cross-field checks on a broken file)."""
-    functions = raw.get("functions")
-    valid: dict[str, FunctionConfig] = {}
-    if isinstance(functions, dict):
-        for name, entry in functions.items():
-            try:
-                valid[str(name)] = FunctionConfig.model_validate(entry)
-            except ValidationError:
-                continue
-    return valid
-
-
-def parse_config(text: str, file: str, env: dict[str, str] | None = None) -> ConfigFile:
-    """Validate configuration text; raise ConfigError with every problem (file is for messages)."""
-    try:
-        raw = yaml.safe_load(text)
-    except RecursionError:
-        raise ConfigError(file, [Problem("<root>", "the document is nested too deeply")]) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "<document>"
-        reason = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(file, [Problem(where, f"invalid YAML: {reason}")]) from None
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ConfigError(file, [Problem("<root>", "the file must be a YAML mapping of sections")])
-    problems: list[Problem] = []
-    try:
-        expanded = _expand(raw, "", dict(os.environ) if env is None else env, problems)
-    except RecursionError:
-        raise ConfigError(file, [Problem("<root>", "the document is nested too deeply")]) from None
-    try:
-        spec = ConfigFile.model_validate(expanded)
-    except ValidationError as exc:
-        problems.extend(_pydantic_problems(exc))
-        problems.extend(_partial_problems(expanded))
-        problems.extend(_function_problems(_valid_functions(expanded)))
-        raise ConfigError(file, problems) from None
-    problems.extend(_function_problems(spec.functions))
-    problems.extend(_mapping_problems(list(enumerate(spec.event_source_mappings)), set(spec.functions)))
-    if problems:
-        raise ConfigError(file, problems)
-    return spec
-
-
-def load_config(path: str | Path, env: dict[str, str] | None = None) -> Config:
-    """Read and validate a configuration file; raise ConfigError listing every problem."""
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(str(path), [Problem("<file>", exc.strerror or str(exc))]) from None
-    except UnicodeDecodeError:
-        raise ConfigError(str(path), [Problem("<file>", "not UTF-8 text")]) from None
-    return Config(p, parse_config(text, str(path), env))
-
-
-def check_visibility_timeout(visibility_timeout: int, function_timeout: float) -> str | None:
-    """AWS's check that the function timeout fits the queue's visibility timeout (ESM-SPEC.md §1.1).
-
-    Returns AWS's InvalidParameterValueException text when it does not, else None.
-    """
-    if function_timeout > visibility_timeout:
-        shown = int(function_timeout) if float(function_timeout).is_integer() else function_timeout
-        return f"Queue visibility timeout: {visibility_timeout} seconds is less than Function timeout: {shown} seconds"
-    return None
 
 
 def json_schema() -> dict[str, Any]:
