@@ -61,6 +61,14 @@ matches any non-empty string (or, alone, any number: the recorder also replaced 
 `<timestamp:2022-07-13T13:48:01.000Z>` matches that example's format, digit for digit."""
 
 # Placeholders without brackets: the recorder wrote every SentTimestamp and SenderId this way.
+RECORDED_BOOK_ATTRIBUTES: dict[str, Any] = {
+    "Title": {"DataType": "String", "StringValue": "The Whistler"},
+    "Author": {"DataType": "String", "StringValue": "John Grisham"},
+    "WeeksOn": {"DataType": "Number", "StringValue": "6"},
+}
+"""The SendMessage attributes of `test_message_body_and_attributes_passed_correctly`, whose recorded
+md5OfMessageAttributes is d25a6aea97eb8f585bfa92d314504a92."""
+
 _LITERAL_PLACEHOLDERS = frozenset({"sent-timestamp", "sender-id"})
 _TOKEN = re.compile(r"<([a-z0-9-]+)(?::([^<>]+))?>|111111111111")
 _ACCOUNT = "111111111111"  # the recorder's stand-in for every account id

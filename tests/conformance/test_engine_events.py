@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.conformance.recordings import assert_matches_recording, recorded, records_in
+from tests.conformance.recordings import RECORDED_BOOK_ATTRIBUTES, assert_matches_recording, recorded, records_in
 from tests.conftest import REGION, unique
 from tests.e2e.harness import RECORDER, create_queue, running_daemon, wait_for
 
@@ -69,11 +69,7 @@ class TestSqsEventsMatchAws:
         await sqs.send_message(
             QueueUrl=url,
             MessageBody=json.dumps({"destination": url, "fail_attempts": 0}),
-            MessageAttributes={
-                "Title": {"DataType": "String", "StringValue": "The Whistler"},
-                "Author": {"DataType": "String", "StringValue": "John Grisham"},
-                "WeeksOn": {"DataType": "Number", "StringValue": "6"},
-            },
+            MessageAttributes=RECORDED_BOOK_ATTRIBUTES,
         )
         async with running_daemon(tmp_path, _config(moto_endpoint, fn, {"EventSourceArn": arn, "BatchSize": 1})):
             await wait_for(lambda: len(RECORDER.calls_of(fn)) >= 1)

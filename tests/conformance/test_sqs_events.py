@@ -23,6 +23,7 @@ from esm.events import RECEIVE_KWARGS, SQS_ATTRIBUTE_ORDER, SQS_RECORD_KEYS, sqs
 from esm.policy import decide_sqs
 from esm.targets.base import InvokeResult
 from tests.conformance.recordings import (
+    RECORDED_BOOK_ATTRIBUTES,
     assert_matches_recording,
     instantiate,
     load_snapshot,
@@ -232,11 +233,7 @@ class TestAgainstMoto:
         await sqs.send_message(
             QueueUrl=url,
             MessageBody=json.dumps({"destination": url, "fail_attempts": 0}),
-            MessageAttributes={
-                "Title": {"DataType": "String", "StringValue": "The Whistler"},
-                "Author": {"DataType": "String", "StringValue": "John Grisham"},
-                "WeeksOn": {"DataType": "Number", "StringValue": "6"},
-            },
+            MessageAttributes=RECORDED_BOOK_ATTRIBUTES,
         )
         [message] = await receive(sqs, url)
         [expected] = records_in(recorded("test_message_body_and_attributes_passed_correctly", "first_attempt"))
