@@ -40,6 +40,8 @@ from esm.targets.factory import build_invoker
 __all__ = ["Daemon", "exit_past_abandoned_threads", "run_daemon"]
 
 EXIT_OK, EXIT_FORCED, EXIT_CONFIG = 0, 1, 2
+_FORCE_SECONDS = 5.0  # after a second signal, the time cancelled batches get to return their messages
+_ABANDON_SECONDS = 10.0  # after the grace period, the time abandoned batches get to return their messages
 _FALLBACK_REGION = "us-east-1"
 
 
@@ -65,6 +67,10 @@ class Daemon:
                 self.log.warning("shutdown_forced")
                 for task in self._runner_tasks:
                     task.cancel()
+                # Cancelled batches return their messages; if even that hangs, leave anyway.
+                asyncio.get_running_loop().call_later(_FORCE_SECONDS, _hard_exit, EXIT_FORCED)
+            else:
+                _hard_exit(EXIT_FORCED)
             return
         self.log.info("shutdown_requested", grace_period=self.config.spec.shutdown.grace_period)
         self.stop_requested.set()
@@ -129,6 +135,8 @@ class Daemon:
                 )
             problems = []
             for i, r in enumerate(runners):
+                if self.stop_requested.is_set():
+                    return EXIT_FORCED if self._forced else EXIT_OK
                 if r.mapping.Enabled:
                     text = await r.preflight()
                     if text is not None:
@@ -156,9 +164,12 @@ class Daemon:
                 self.log.warning("grace_period_expired", abandoned_mappings=len(late))
                 for task in late:
                     task.cancel()
-                await asyncio.gather(*late, return_exceptions=True)
-        self.log.info("daemon_stopped", forced=self._forced)
-        return EXIT_FORCED if self._forced else EXIT_OK
+                _, stuck = await asyncio.wait(late, timeout=_ABANDON_SECONDS)
+                if stuck:
+                    self.log.error("shutdown_incomplete", mappings=len(stuck))
+        crashed = not self._alive()
+        self.log.info("daemon_stopped", forced=self._forced, crashed=crashed)
+        return EXIT_FORCED if self._forced or crashed else EXIT_OK
 
     def _runner_done(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
@@ -171,6 +182,14 @@ def run_daemon(config: Config) -> int:
     code = asyncio.run(Daemon(config).run_with_signals())
     exit_past_abandoned_threads(code)
     return code
+
+
+def _hard_exit(code: int) -> None:
+    """Leave now, without waiting for anything (the last resort of a forced stop)."""
+    get_logger().warning("exited_hard", exit_code=code)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def exit_past_abandoned_threads(code: int) -> None:

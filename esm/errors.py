@@ -154,4 +154,6 @@ def classify(operation: str, exc: BaseException) -> AwsError:
     if isinstance(exc, BotoCoreError):
         # Transport and parsing trouble (e.g. a truncated response): worth another try later.
         return RetriableAwsError(operation, type(exc).__name__, str(exc))
-    raise TypeError(f"not an AWS error: {exc!r}") from exc
+    # Anything else (an aiohttp or SSL error from the transport, say) must not kill a poller:
+    # treat it as transient, under its type name, so it is backed off and counted.
+    return RetriableAwsError(operation, type(exc).__name__, str(exc))

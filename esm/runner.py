@@ -14,10 +14,12 @@ queue is idle (down to 2 while the function keeps failing). `MaximumConcurrency`
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import time
 import uuid
 from collections.abc import Sequence
+from typing import Any
 
 from structlog.typing import FilteringBoundLogger
 
@@ -45,7 +47,7 @@ _SCALE_UP_PER_SECOND = 300 / 60
 
 
 class Scaler:
-    """How many concurrent batches a mapping may have; fixed by MaximumConcurrency, else adaptive."""
+    """How many concurrent batches a mapping may have: adaptive, capped by MaximumConcurrency (or 1,250)."""
 
     def __init__(self, maximum: int | None) -> None:
         self.cap = maximum if maximum is not None else _AWS_MAX_CONCURRENCY
@@ -64,16 +66,20 @@ class Scaler:
             self._set(self.target + 1)
 
     def on_idle(self) -> None:
-        """A poll came back empty: drift back towards the starting concurrency."""
-        floor = min(_START_CONCURRENCY, self.cap)
-        if self.target > floor:
-            self._set(self.target - 1)
+        """A poll came back empty: drift back towards the starting concurrency, from above or below."""
+        rest = min(_START_CONCURRENCY, self.cap)
+        if self.target != rest:
+            self._set(self.target + (1 if self.target < rest else -1))
 
     def on_function_error(self) -> None:
         """The function failed: reduce concurrency gradually (SQS-ERR), not below 2."""
         floor = min(_ERROR_FLOOR, self.cap)
         if self.target > floor:
             self._set(self.target - 1)
+
+    def on_throttle(self) -> None:
+        """The target throttled: Lambda backs off by reducing the mapping's concurrency (ESM-SPEC.md §4.1)."""
+        self.on_function_error()
 
     def _set(self, value: int) -> None:
         self.target = value
@@ -105,6 +111,9 @@ class SqsMappingRunner:
         self._recover_lock = asyncio.Lock()
         self._generation = 0
         self._retiring = 0
+        self._source_delay = _BACKOFF_START
+        self._target_delay = _BACKOFF_START
+        self._target_until = 0.0
 
     # lifecycle ------------------------------------------------------------------------------
 
@@ -150,7 +159,7 @@ class SqsMappingRunner:
                     while len(self._workers) < self.scaler.target and not self._stopping.is_set():
                         task = tg.create_task(self._worker(), name=f"sqs-worker-{self.mapping.uuid}")
                         self._workers.add(task)
-                        task.add_done_callback(self._workers.discard)
+                        task.add_done_callback(self._worker_done)
                     self.metrics.concurrency.set(self.scaler.target)
                     self.scaler.changed.clear()
                     await self.scaler.changed.wait()
@@ -173,34 +182,50 @@ class SqsMappingRunner:
         current = asyncio.current_task()
         try:
             while not self._stopping.is_set() and not self._retire():
-                keeper = VisibilityKeeper(self.queue, self.metrics, self.log)
-                gather = asyncio.create_task(gatherer.next_batch(keeper))
-                self._gathers.add(gather)
-                try:
-                    batch = await gather
-                except asyncio.CancelledError:
-                    await keeper.stop()
-                    if current is not None and current.cancelling():
-                        raise
+                await self._target_gate()
+                if self._stopping.is_set():
                     break
-                except AwsError as exc:
-                    await keeper.stop()
-                    await self._recover(exc)
-                    continue
+                keeper = VisibilityKeeper(self.queue, self.metrics, self.log)
+                try:
+                    batch = await self._gather(gatherer, keeper, current)
+                    if batch is None:
+                        break
+                    if not batch:
+                        self.scaler.on_idle()
+                        continue
+                    if await self._park_while_paused(batch, keeper):
+                        continue
+                    if len(batch) >= min(self.mapping.batch_size, 10):
+                        self.scaler.on_busy()
+                    await self._process(batch, keeper)
                 finally:
-                    self._gathers.discard(gather)
-                if self.health.state is MappingState.UNHEALTHY:
-                    self.health.set(MappingState.RUNNING)
-                if not batch:
                     await keeper.stop()
-                    self.scaler.on_idle()
-                    continue
-                if len(batch) >= min(self.mapping.batch_size, 10):
-                    self.scaler.on_busy()
-                await self._process(batch, keeper)
         finally:
             if gatherer.carry:
                 await gatherer.release_all(VisibilityKeeper(self.queue, self.metrics, self.log))
+
+    async def _gather(
+        self, gatherer: BatchGatherer, keeper: VisibilityKeeper, current: asyncio.Task[Any] | None
+    ) -> list[SqsMessage] | None:
+        """The next batch ([] if none came), or None when the worker should stop (shutdown)."""
+        gather = asyncio.create_task(gatherer.next_batch(keeper))
+        self._gathers.add(gather)
+        try:
+            batch = await gather
+        except asyncio.CancelledError:
+            if gather.done() and not gather.cancelled() and gather.exception() is None:
+                # Cancelled after the batch was complete but before this worker resumed: give it back.
+                await gatherer.queue.change_visibility(gather.result(), 0)
+            if current is not None and current.cancelling():
+                raise
+            return None  # cancelled by stop(): the worker ends
+        except AwsError as exc:
+            await self._recover(exc)
+            return []
+        finally:
+            self._gathers.discard(gather)
+        self._source_ok()
+        return batch
 
     def _retire(self) -> bool:
         """True for (exactly enough) workers above the scaler's target, which then exit."""
@@ -215,17 +240,32 @@ class SqsMappingRunner:
     def _retired(self, _task: asyncio.Task[None]) -> None:
         self._retiring -= 1
 
+    def _worker_done(self, task: asyncio.Task[None]) -> None:
+        # Wake the supervisor so a worker that ended (retired, or died) is replaced if still wanted.
+        self._workers.discard(task)
+        self.scaler.changed.set()
+
     async def _process(self, batch: list[SqsMessage], keeper: VisibilityKeeper) -> None:
         """Invoke the function for a batch and carry out the decision: delete, or leave to retry."""
+        current = asyncio.current_task()
         try:
             delete, retry = await self._invoke_split(batch)
         except asyncio.CancelledError:
-            # Shutdown deadline passed mid-invocation: abandon, and give the messages back now.
-            await keeper.stop()
-            await self.queue.change_visibility(batch, 0)
-            self.metrics.messages_released.inc(len(batch))
-            self.log.warning("batch_abandoned", count=len(batch))
-            raise
+            if current is None or not current.cancelling():
+                # The function itself raised CancelledError: a function error like any other.
+                self.log.error("batch_failed", outcome="function_error", reason="CancelledError", size=len(batch))
+                delete, retry = [], batch
+            else:
+                # Shutdown deadline passed mid-invocation: abandon, and give the messages back now.
+                await keeper.stop()
+                await self.queue.change_visibility(batch, 0)
+                self.metrics.messages_released.inc(len(batch))
+                self.log.warning("batch_abandoned", count=len(batch))
+                raise
+        except Exception:  # a bug in a target must not end the mapping: log it loudly, retry the batch
+            self.log.exception("batch_crashed", size=len(batch))
+            self.metrics.failed_invoke.inc(len(batch))
+            delete, retry = [], batch
         await keeper.stop()
         if delete:
             failed = await self.queue.delete(delete)
@@ -238,7 +278,7 @@ class SqsMappingRunner:
                     message_ids=[m.message_id for m in failed][:10],
                     note="these messages will be redelivered",
                 )
-        if retry:
+        if retry and not await self._park_while_paused(retry, keeper):
             await keeper.restore(retry)
 
     async def _invoke_split(self, batch: list[SqsMessage]) -> tuple[list[SqsMessage], list[SqsMessage]]:
@@ -274,7 +314,8 @@ class SqsMappingRunner:
                 failed=len(decision.retry),
                 size=len(batch),
             )
-            if decision.outcome == "function_error" or not self.mapping.report_batch_item_failures:
+            # With ReportBatchItemFailures, Lambda does not scale polling down on failures (ESM-SPEC.md §4.1).
+            if not self.mapping.report_batch_item_failures:
                 self.scaler.on_function_error()
         return [batch[i] for i in decision.delete], [batch[i] for i in decision.retry]
 
@@ -301,11 +342,14 @@ class SqsMappingRunner:
             except InvokeServiceError as exc:
                 self.metrics.invocation("service_error", time.monotonic() - started)
                 self.metrics.failed_invoke.inc(n)
+                self.scaler.on_throttle()
                 if time.monotonic() + delay >= deadline or self._stopping.is_set():
                     self.log.warning("invoke_gave_up", reason=str(exc), count=n)
                     return None
                 self.log.info("invoke_retrying", reason=str(exc), delay=round(delay, 2))
-                await asyncio.sleep(delay * random.uniform(0.5, 1.5))  # noqa: S311 - jitter, not crypto
+                if await self._sleep_unless_stopping(delay * random.uniform(0.5, 1.5)):  # noqa: S311 - jitter
+                    self.log.warning("invoke_gave_up", reason="shutting down", count=n)
+                    return None
                 delay = min(delay * 2, 30.0)
                 continue
             except PayloadTooLargeError:
@@ -314,15 +358,33 @@ class SqsMappingRunner:
             except InvokeFatalError as exc:
                 self.metrics.invocation("fatal", time.monotonic() - started)
                 self.metrics.failed_invoke.inc(n)
-                self.log.error("invoke_failed", reason=str(exc), count=n)
+                self._target_failed(exc)
                 return None
             finally:
                 self.metrics.in_flight.dec()
             outcome = "success" if result.ok else "function_error"
             self.metrics.invocation(outcome, time.monotonic() - started)
+            self._target_ok()
             return result
 
-    # source errors --------------------------------------------------------------------------
+    # source and target errors -------------------------------------------------------------
+
+    async def _sleep_unless_stopping(self, seconds: float) -> bool:
+        """Sleep, but wake at once on stop(); True if stopping."""
+        try:
+            async with asyncio.timeout(seconds):
+                await self._stopping.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    def _source_ok(self) -> None:
+        """A receive succeeded: the source is healthy again and its backoff starts over."""
+        self._source_delay = _BACKOFF_START
+        if self.health.state is MappingState.UNHEALTHY and self._target_until <= time.monotonic():
+            self.health.set(MappingState.RUNNING)
+            self.metrics.mapping_up.set(1)
+            self.log.info("source_recovered")
 
     def _source_failed(self, exc: AwsError) -> None:
         self.metrics.source_error(exc.code)
@@ -339,32 +401,73 @@ class SqsMappingRunner:
         self.log.error("source_unavailable", code=exc.code, reason=reason, retriable=exc.retriable)
 
     async def _recover(self, exc: AwsError | None) -> None:
-        """Back off after a source error and re-resolve the queue; one worker does it for all."""
+        """Back off after a source error and re-resolve the queue; one worker does it for all.
+
+        The backoff grows across calls (1 s doubling to 60 s) and starts over only after a
+        successful receive, so an error that only ReceiveMessage shows (access denied) is not
+        retried at full speed; health goes back to running on a successful receive, not here.
+        """
         generation = self._generation
         if exc is not None:
             self._source_failed(exc)
         async with self._recover_lock:
             if generation != self._generation and self.queue.url is not None:
                 return
-            delay = 1.0
             while not self._stopping.is_set():
-                try:
-                    async with asyncio.timeout(delay):
-                        await self._stopping.wait()
+                delay, self._source_delay = self._source_delay, min(self._source_delay * 2, _BACKOFF_MAX)
+                if await self._sleep_unless_stopping(delay):
                     return
-                except TimeoutError:
-                    pass
                 try:
                     await self.queue.resolve()
                 except AwsError as again:
                     self._source_failed(again)
-                    delay = min(delay * 2, 60.0)
                     continue
                 self._generation += 1
-                self.metrics.mapping_up.set(1)
-                self.health.set(MappingState.RUNNING)
-                self.log.info("source_recovered")
                 return
 
+    def _target_failed(self, exc: InvokeFatalError) -> None:
+        """The function cannot be reached (missing, denied): pause every poller with a growing backoff.
 
+        Receiving more messages would only burn their receive counts towards the dead-letter
+        queue without ever running the function.
+        """
+        delay, self._target_delay = self._target_delay, min(self._target_delay * 2, _BACKOFF_MAX)
+        self._target_until = time.monotonic() + delay
+        self.metrics.mapping_up.set(0)
+        self.health.set(MappingState.UNHEALTHY, f"function unreachable: {exc}")
+        self.log.error("invoke_failed", reason=str(exc), paused_seconds=delay)
+
+    def _target_ok(self) -> None:
+        """The function answered: lift the pause and start its backoff over."""
+        if self._target_delay != _BACKOFF_START:
+            self._target_delay = _BACKOFF_START
+            self._target_until = 0.0
+            if self.health.state is MappingState.UNHEALTHY:
+                self.health.set(MappingState.RUNNING)
+                self.metrics.mapping_up.set(1)
+                self.log.info("function_recovered")
+
+    async def _park_while_paused(self, messages: list[SqsMessage], keeper: VisibilityKeeper) -> bool:
+        """While the function is unreachable, hide messages until the pause ends; True if parked.
+
+        Pollers already waiting in a long poll may still receive during a pause; parking (rather
+        than returning them at once) keeps them from circling between pollers, each receive
+        counting towards the dead-letter queue.
+        """
+        remaining = self._target_until - time.monotonic()
+        if remaining <= 0:
+            return False
+        await keeper.stop()
+        await self.queue.change_visibility(messages, max(1, math.ceil(remaining)))
+        return True
+
+    async def _target_gate(self) -> None:
+        """Wait out a pause set by `_target_failed` (or until stop)."""
+        wait = self._target_until - time.monotonic()
+        if wait > 0:
+            await self._sleep_unless_stopping(wait)
+
+
+_BACKOFF_START = 1.0
+_BACKOFF_MAX = 60.0
 _TOO_LARGE = object()

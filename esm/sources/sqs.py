@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -60,7 +61,7 @@ class SqsQueue:
     def __init__(self, client: SQSClient, source: SourceArn, logger: FilteringBoundLogger) -> None:
         self._client = client
         self.source = source
-        self._log = logger
+        self.log = logger
         self.url: str | None = None
         self.visibility_timeout: int = 30
         self.fifo: bool = source.is_fifo
@@ -109,7 +110,7 @@ class SqsQueue:
             try:
                 failed.extend(await self._chunk_with_retries(op, chunk, seconds))
             except AwsError as exc:
-                self._log.warning("sqs_call_failed", operation=op, code=exc.code, count=len(chunk))
+                self.log.warning("sqs_call_failed", operation=op, code=exc.code, count=len(chunk))
                 failed.extend(chunk)
         return failed
 
@@ -163,7 +164,7 @@ class SqsQueue:
         ]
         for f in failures:
             if not f.retriable:
-                self._log.warning("sqs_entry_failed", operation=op, code=f.code, message_id=f.message.message_id)
+                self.log.warning("sqs_entry_failed", operation=op, code=f.code, message_id=f.message.message_id)
         return failures
 
 
@@ -209,14 +210,20 @@ class BatchGatherer:
             while len(batch) < self.batch_size and not self.carry:
                 if batch and (self.window == 0 or time.monotonic() >= (deadline or 0)):
                     break
-                wait = _MAX_WAIT if not batch else max(0, round((deadline or 0) - time.monotonic()))
-                raw = await self.queue.receive(self.batch_size - len(batch), wait)
+                wait = _MAX_WAIT if not batch else max(1, math.ceil((deadline or 0) - time.monotonic()))
+                try:
+                    raw = await self.queue.receive(self.batch_size - len(batch), wait)
+                except AwsError:
+                    if not batch:
+                        raise
+                    break  # invoke what was gathered; the error shows again on the next receive
                 self.metrics.polled.inc(len(raw))
                 now = time.monotonic()
-                fresh = [self._message(r, now) for r in raw]
+                fresh = self._messages(raw, now)
                 keeper.add(fresh)
                 for m in fresh:
-                    if len(batch) < self.batch_size and self._fits(sizes, m, batch):
+                    # Once one message is carried over, every later one is too: FIFO order is kept.
+                    if not self.carry and len(batch) < self.batch_size and self._fits(sizes, m, batch):
                         batch.append(m)
                         sizes.append(len(m.encoded))
                     else:
@@ -240,6 +247,17 @@ class BatchGatherer:
     def _fits(self, sizes: list[int], m: SqsMessage, batch: list[SqsMessage]) -> bool:
         # The first message always fits: SQS messages (≤ 1 MiB) are far below the 6 MB limit.
         return not batch or event_size([*sizes, len(m.encoded)]) <= self.limit_bytes
+
+    def _messages(self, raw: list[dict[str, Any]], now: float) -> list[SqsMessage]:
+        """Build the messages; one that cannot be turned into a Lambda record is logged and left
+        to its visibility timeout (and the queue's redrive policy), never deleted."""
+        out = []
+        for r in raw:
+            try:
+                out.append(self._message(r, now))
+            except (KeyError, TypeError, ValueError) as exc:
+                self.queue.log.error("malformed_message", message_id=r.get("MessageId"), error=repr(exc))
+        return out
 
     def _message(self, raw: dict[str, Any], now: float) -> SqsMessage:
         record = sqs_record(raw, self.queue.source, null_md5_when_absent=self.null_md5_when_absent)
@@ -289,7 +307,9 @@ class VisibilityKeeper:
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            (result,) = await asyncio.gather(task, return_exceptions=True)
+            if isinstance(result, Exception):
+                self._log.error("visibility_heartbeat_failed", error=repr(result))
 
     async def restore(self, messages: Sequence[SqsMessage]) -> None:
         """After a failure, give messages back the visibility they would have had without extensions."""
@@ -313,8 +333,8 @@ class VisibilityKeeper:
             if not held:
                 return
             self._last_extension = time.monotonic()
+            self.extended = True  # before the call: SQS may apply it even if we are cancelled meanwhile
             failed = await self._queue.change_visibility(held, vt)
-            self.extended = True
             self._metrics.visibility_extensions.inc(len(held) - len(failed))
             if failed:
                 self._log.warning("visibility_extension_failed", count=len(failed))

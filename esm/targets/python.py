@@ -174,6 +174,13 @@ class PythonInvoker:
             return self._failed(exc, invocation.request_id)
         except Exception as exc:  # noqa: BLE001  # any exception of user code is a function error (a value)
             return self._failed(exc, invocation.request_id)
+        except (SystemExit, KeyboardInterrupt) as exc:
+            # On Lambda, a handler that exits ends its runtime: Runtime.ExitError. Here it must not
+            # end the daemon, so it is that function error and nothing more.
+            self._logger.error("handler_exited", function=self.name, request_id=invocation.request_id)
+            code = exc.code if isinstance(exc, SystemExit) else "interrupted"
+            message = f"RequestId: {invocation.request_id} Error: Runtime exited with error: exit status {code}"
+            return InvokeResult("Unhandled", _error_body(message, "Runtime.ExitError", invocation.request_id, []))
         try:
             payload = _marshal(result)
         except (TypeError, ValueError) as exc:

@@ -129,3 +129,24 @@ class TestScaler:
         for _ in range(20):
             s.on_function_error()
         assert s.target == 2
+        for _ in range(20):
+            s.on_idle()
+        assert s.target == 5, "low traffic brings concurrency back to 5"
+
+
+class TestFifoCarryOver:
+    """The byte cut never lets a later message of a FIFO queue overtake a carried-over one."""
+
+    async def test_smaller_later_message_waits_behind_a_carried_one(self, sqs: Any) -> None:
+        """Bodies of 600, 600 and 10 bytes with room for ~1.5 KB: the order across batches stays 0, 1, 2."""
+        url, arn = await create_queue(sqs, unique("carry") + ".fifo", ContentBasedDeduplication="true")
+        for i, size in enumerate((600, 600, 10)):
+            await sqs.send_message(QueueUrl=url, MessageBody=f"{i}" + "z" * size, MessageGroupId="g")
+        g = await _gatherer(sqs, arn, batch_size=10, window=0, limit=1500)
+        order: list[str] = []
+        while len(order) < 3:
+            k = _keeper(g)
+            batch = await g.next_batch(k)
+            await k.stop()
+            order.extend(m.record["body"][0] for m in batch)
+        assert order == ["0", "1", "2"]

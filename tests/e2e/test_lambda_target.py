@@ -100,3 +100,27 @@ class TestLambdaTarget:
                     await asyncio.sleep(0.05)
         assert failed == 1
         assert await queue_counts(sqs, url) == (0, 1)
+
+
+class TestUnreachableFunction:
+    """A function that cannot be reached pauses polling instead of draining the queue to its DLQ."""
+
+    async def test_missing_function_pauses_polling_and_reports_unhealthy(
+        self, sqs: Any, moto_endpoint: str, tmp_path: Path
+    ) -> None:
+        """ResourceNotFound from Invoke: /readyz says why, and retries back off (1 s, 2 s, …) instead of spinning."""
+        dlq_url, dlq_arn = await create_queue(sqs, unique("dlq"))
+        policy = {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 3}
+        url, arn = await create_queue(sqs, unique("nofn"), VisibilityTimeout=1, RedrivePolicy=policy)
+        await sqs.send_message(QueueUrl=url, MessageBody="m")
+        async with FakeLambda() as fake:
+            config = _config(moto_endpoint, fake, "never-registered", arn)
+            async with running_daemon(tmp_path, config) as daemon:
+                await asyncio.sleep(4)
+                async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{daemon.http_port}/readyz") as r:
+                    status, body = r.status, await r.json()
+                attempts = await _metric(daemon, "esm_invocations_total", outcome="fatal")
+        assert status == 503
+        assert "function unreachable" in body["mappings"][0]["reason"]
+        assert 1 <= attempts <= 3  # 0 s, ~1 s, ~3 s: a growing pause, not one attempt per receive
+        assert await queue_counts(sqs, dlq_url) == (0, 0)

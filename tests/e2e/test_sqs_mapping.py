@@ -346,6 +346,31 @@ def _sample(text: str, name: str) -> float:
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{"))
 
 
+class TestMisbehavingHandlers:
+    """A handler that exits or raises CancelledError fails its batch and nothing else."""
+
+    @pytest.mark.parametrize("error", [SystemExit(3), asyncio.CancelledError()], ids=["sys-exit", "cancelled"])
+    async def test_exit_is_a_function_error(
+        self, sqs: Any, moto_endpoint: str, tmp_path: Path, error: BaseException
+    ) -> None:
+        """The first invocation raises `error`: the message comes back and the next invocation succeeds."""
+        url, arn = await create_queue(sqs, unique("exit"), VisibilityTimeout=1)
+        fn = unique("fn")
+        await sqs.send_message(QueueUrl=url, MessageBody="m")
+
+        def behaviour(_event: dict[str, Any], _ctx: Any) -> Any:
+            if len(RECORDER.calls_of(fn)) == 1:
+                raise error
+
+        RECORDER.behaviours[fn] = behaviour
+        async with running_daemon(tmp_path, _config(moto_endpoint, fn, {"EventSourceArn": arn}, timeout=1)) as daemon:
+            await wait_for(lambda: len(RECORDER.calls_of(fn)) >= 2)
+            await asyncio.sleep(0.3)
+            status, _ = await _get(daemon, "/healthz")
+        assert status == 200
+        assert await queue_counts(sqs, url) == (0, 0)
+
+
 class TestDeleteFailures:
     """A delete that finally fails is counted and logged, and the mapping goes on."""
 
