@@ -191,7 +191,6 @@ class SqsMappingRunner:
                     if batch is None:
                         break
                     if not batch:
-                        self.scaler.on_idle()
                         continue
                     if await self._park_while_paused(batch, keeper):
                         continue
@@ -207,7 +206,7 @@ class SqsMappingRunner:
     async def _gather(
         self, gatherer: BatchGatherer, keeper: VisibilityKeeper, current: asyncio.Task[Any] | None
     ) -> list[SqsMessage] | None:
-        """The next batch ([] if none came), or None when the worker should stop (shutdown)."""
+        """The next batch ([] if none came or the source failed), or None when the worker should stop."""
         gather = asyncio.create_task(gatherer.next_batch(keeper))
         self._gathers.add(gather)
         try:
@@ -225,6 +224,8 @@ class SqsMappingRunner:
         finally:
             self._gathers.discard(gather)
         self._source_ok()
+        if not batch:
+            self.scaler.on_idle()
         return batch
 
     def _retire(self) -> bool:
