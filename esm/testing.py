@@ -27,10 +27,11 @@ from typing import Any
 from aiohttp import web
 
 from esm.arns import parse_function_arn
+from esm.events import EVENT_LIMIT_BYTES
 
 __all__ = ["FakeCall", "FakeHandler", "FakeLambda", "FakeReply", "replies"]
 
-MAX_INVOKE_BYTES = 6_291_456
+MAX_INVOKE_BYTES = EVENT_LIMIT_BYTES
 """Lambda's synchronous invocation request limit (6 MB), enforced by the fake as by AWS."""
 
 

@@ -11,7 +11,6 @@ cross-parameter rules and AWS's own error texts (ESM-SPEC.md §1.1), so an
 
 from esm.config.loading import load_config, parse_config
 from esm.config.models import (
-    MAX_PAYLOAD_BYTES,
     AwsConfig,
     Config,
     ConfigError,
@@ -29,7 +28,6 @@ from esm.config.models import (
 from esm.config.rules import check_visibility_timeout
 
 __all__ = [
-    "MAX_PAYLOAD_BYTES",
     "AwsConfig",
     "Config",
     "ConfigError",

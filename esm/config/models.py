@@ -19,7 +19,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from esm.arns import SourceArn, SourceKind, parse_source_arn
 
 __all__ = [
-    "MAX_PAYLOAD_BYTES",
     "AwsConfig",
     "Config",
     "ConfigError",
@@ -35,7 +34,6 @@ __all__ = [
     "json_schema",
 ]
 
-MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
 _UUID_NAMESPACE = uuid.UUID("5d6bc8a4-61a4-4d35-9a44-4f4a3c1b1e77")
 
 
