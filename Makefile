@@ -5,10 +5,14 @@
 #   make check   the same as `make test` (set up if needed, lint, format check, type check, tests)
 #   make lint    ruff fixes and formatting, in place
 #   make bench   set up, then the benchmarks
-#   make clean   remove caches and build output; `make distclean` removes the virtual environment too
+#   make kinesalite  install the Kinesis emulator the tests and benchmarks use (check and bench do it)
+#   make clean   remove caches and build output; `make distclean` removes the virtual environment
+#                and kinesalite too
 #
-# Only python3 (3.11+, with venv) is needed: `setup` creates $(VENV) and installs the package with
-# its test extras, again whenever pyproject.toml changes.
+# Only python3 (3.11+, with venv) is needed to run esm: `setup` creates $(VENV) and installs the
+# package with its test extras, again whenever pyproject.toml changes. The tests and benchmarks
+# also need Node.js and npm, for kinesalite: the Kinesis emulator that reshards correctly
+# (../shared/TESTING.md), installed into $(KINESALITE_DIR) by `make kinesalite`.
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -23,7 +27,13 @@ PYTEST_ARGS ?=
 
 STAMP := $(VENV)/.esm-installed
 
-.PHONY: help setup run check test lint bench clean distclean
+# kinesalite lives in a project-local, git-ignored npm prefix; tests/conftest.py starts it from
+# there. The stamp names the version, so changing KINESALITE_VERSION installs it again.
+KINESALITE_VERSION := 3.3.3
+KINESALITE_DIR := .kinesalite
+KINESALITE_STAMP := $(KINESALITE_DIR)/.installed-$(KINESALITE_VERSION)
+
+.PHONY: help setup kinesalite run check test lint bench clean distclean
 
 help: ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -38,12 +48,22 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP) ## create the virtual environment and install esm with its test tools
 
+# A failed install leaves no stamp, so the next run tries again.
+$(KINESALITE_STAMP):
+	@command -v npm >/dev/null || { \
+		echo "make: npm not found: the tests and benchmarks need Node.js and npm for kinesalite" \
+			"(Debian: apt-get install nodejs npm)" >&2; exit 1; }
+	npm install --no-audit --no-fund --prefix $(KINESALITE_DIR) kinesalite@$(KINESALITE_VERSION)
+	@touch $@
+
+kinesalite: $(KINESALITE_STAMP) ## install kinesalite (Kinesis emulator for tests) into .kinesalite
+
 run: setup ## run esm dev on config/example.yaml (embedded emulator + example handler)
 	$(VENV)/bin/esm dev --config $(CONFIG)
 
 # Every step runs even when an earlier one fails, so one CI run shows every problem; pytest runs
 # last so that its summary line ends the output. The exit status is non-zero if any step failed.
-check: setup ## ruff, ruff format --check, mypy --strict, then pytest
+check: setup kinesalite ## ruff, ruff format --check, mypy --strict, then pytest
 	@status=0; \
 	echo "+ ruff check ."; $(VENV)/bin/ruff check . || status=1; \
 	echo "+ ruff format --check ."; $(VENV)/bin/ruff format --check . || status=1; \
@@ -58,7 +78,7 @@ lint: setup ## apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-bench: setup ## run the benchmarks
+bench: setup kinesalite ## run the benchmarks
 	$(PY) -m benchmarks
 
 clean: ## remove caches and build output (keeps the virtual environment)
@@ -66,5 +86,5 @@ clean: ## remove caches and build output (keeps the virtual environment)
 	find . -path ./$(VENV) -prune -o \( -name __pycache__ -o -name '*.egg-info' \) -type d -print0 \
 		| xargs -0 rm -rf
 
-distclean: clean ## also remove the virtual environment
-	rm -rf $(VENV)
+distclean: clean ## also remove the virtual environment and kinesalite
+	rm -rf $(VENV) $(KINESALITE_DIR)

@@ -1,9 +1,13 @@
-"""AWS-exact SQS event records, and event encoding with an exact, cheap size for the 6 MB cut.
+"""AWS-exact event records per source, and event encoding with an exact, cheap size for the 6 MB cut.
 
 A function must see the event AWS Lambda would send (DESIGN.md §2, "What a function sees"), so
-`sqs_record` rebuilds Lambda's record from one `ReceiveMessage` message field by field, in the
-order AWS emits (ESM-SPEC.md §3.1, §3.2), and is checked against the real AWS recordings in
-`tests/conformance/test_sqs_events.py`.
+each builder rebuilds Lambda's record from what the source API returned, field by field, in the
+order AWS emits:
+
+- `sqs_record`: one `ReceiveMessage` message (ESM-SPEC.md §3.1, §3.2), checked against the real
+  AWS recordings in `tests/conformance/test_sqs_events.py`;
+- `kinesis_record`: one Kinesis `GetRecords` record (§3.3), and `dynamodb_record`: one DynamoDB
+  Streams `GetRecords` record (§3.4), checked in `tests/conformance/test_stream_events.py`.
 
 Lambda cuts a batch when the serialized event would pass 6 MB (ESM-SPEC.md §2: the limit is on
 the event *including* the per-record metadata). esm encodes each record once, when it is
@@ -19,19 +23,28 @@ import hashlib
 import json
 import struct
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 from typing import Any, Final
 
 from esm.arns import SourceArn
 
 __all__ = [
+    "DYNAMODB_EVENT_VERSION",
+    "DYNAMODB_RECORD_KEYS",
+    "DYNAMODB_STREAM_RECORD_KEYS",
     "EVENT_LIMIT_BYTES",
+    "KINESIS_DATA_KEYS",
+    "KINESIS_RECORD_KEYS",
     "RECEIVE_KWARGS",
     "SQS_ATTRIBUTE_ORDER",
     "SQS_RECORD_KEYS",
     "assemble_event",
+    "dynamodb_item_key",
+    "dynamodb_record",
     "encode_record",
     "event_size",
+    "kinesis_record",
     "md5_of_message_attributes",
     "sqs_record",
 ]
@@ -189,6 +202,209 @@ def _update(digest: Any, value: str | bytes) -> None:
 def _update_all(digest: Any, values: Iterable[str | bytes]) -> None:
     for value in values:
         _update(digest, value)
+
+
+KINESIS_RECORD_KEYS: Final = (
+    "kinesis",
+    "eventSource",
+    "eventVersion",
+    "eventID",
+    "eventName",
+    "invokeIdentityArn",
+    "awsRegion",
+    "eventSourceARN",
+)
+"""The keys of a Lambda Kinesis record in the order AWS emits them (ESM-SPEC.md §3.3): all 90
+recorded records whose capturer kept the order have it (22 more were key-sorted by their
+capturer)."""
+
+KINESIS_DATA_KEYS: Final = (
+    "kinesisSchemaVersion",
+    "partitionKey",
+    "sequenceNumber",
+    "data",
+    "approximateArrivalTimestamp",
+)
+"""The keys of a Kinesis record's `kinesis` object in AWS's order; `encryptionType` follows them
+when the record is encrypted (ESM-SPEC.md §3.3, see `kinesis_record`)."""
+
+DYNAMODB_RECORD_KEYS: Final = (
+    "eventID",
+    "eventName",
+    "eventVersion",
+    "eventSource",
+    "awsRegion",
+    "dynamodb",
+    "eventSourceARN",
+)
+"""The keys of a Lambda DynamoDB record in the order AWS emits them (ESM-SPEC.md §3.4), as in
+the 52 order-preserving records of the recordings; `userIdentity` goes before `eventSourceARN`
+when present (see `dynamodb_record`)."""
+
+DYNAMODB_STREAM_RECORD_KEYS: Final = (
+    "ApproximateCreationDateTime",
+    "Keys",
+    "NewImage",
+    "OldImage",
+    "SequenceNumber",
+    "SizeBytes",
+    "StreamViewType",
+)
+"""The keys of a DynamoDB record's `dynamodb` object in AWS's recorded order (ESM-SPEC.md §3.4);
+each is present only when the stream record has it (the images depend on the view type and the
+event)."""
+
+DYNAMODB_EVENT_VERSION: Final = "1.1"
+"""The `eventVersion` real AWS sends for DynamoDB records (ESM-SPEC.md §9), whatever the stream
+API reported (moto reports "1.0")."""
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND: Final = timedelta(microseconds=1)
+
+
+def kinesis_record(
+    raw: Mapping[str, Any], *, shard_id: str, source: SourceArn, invoke_identity_arn: str
+) -> dict[str, Any]:
+    """Build the record Lambda puts in `event["Records"]` for one Kinesis data record.
+
+    `raw` is one entry of aiobotocore's `get_records(...)["Records"]` (`SequenceNumber`,
+    `ApproximateArrivalTimestamp` as a datetime, `Data` as bytes, `PartitionKey`, optional
+    `EncryptionType`), read from shard `shard_id` of stream `source`. The record follows
+    ESM-SPEC.md §3.3 in AWS's key order (`KINESIS_RECORD_KEYS`, `KINESIS_DATA_KEYS`):
+
+    - `data` is the base64 of the raw bytes; `approximateArrivalTimestamp` a JSON number of epoch
+      seconds with millisecond precision (the API's precision), rounded to the millisecond;
+    - `encryptionType` is added last to `kinesis` only for an encrypted record (`KMS`): AWS's
+      encrypted example carries it there, and no recorded unencrypted record has it (GO
+      `omitempty`), so an absent or `NONE` type is left out;
+    - `eventID` is `<shardId>:<sequenceNumber>`; `invokeIdentityArn` the function's execution
+      role (for esm, the configured identity); `awsRegion` and `eventSourceARN` come from the
+      stream ARN.
+    """
+    sequence_number = str(raw["SequenceNumber"])
+    kinesis: dict[str, Any] = {
+        "kinesisSchemaVersion": "1.0",
+        "partitionKey": raw["PartitionKey"],
+        "sequenceNumber": sequence_number,
+        "data": _b64(raw["Data"]),
+        "approximateArrivalTimestamp": _epoch_seconds(raw["ApproximateArrivalTimestamp"], milliseconds=True),
+    }
+    encryption_type = raw.get("EncryptionType")
+    if encryption_type and encryption_type != "NONE":
+        kinesis["encryptionType"] = encryption_type
+    return {
+        "kinesis": kinesis,
+        "eventSource": "aws:kinesis",
+        "eventVersion": "1.0",
+        "eventID": f"{shard_id}:{sequence_number}",
+        "eventName": "aws:kinesis:record",
+        "invokeIdentityArn": invoke_identity_arn,
+        "awsRegion": source.region,
+        "eventSourceARN": source.arn,
+    }
+
+
+def dynamodb_record(raw: Mapping[str, Any], *, source: SourceArn) -> dict[str, Any]:
+    """Build the record Lambda puts in `event["Records"]` for one DynamoDB stream record.
+
+    `raw` is one entry of aiobotocore's dynamodbstreams `get_records(...)["Records"]`, read from
+    stream `source`. The record follows ESM-SPEC.md §3.4 in AWS's key order
+    (`DYNAMODB_RECORD_KEYS`, `DYNAMODB_STREAM_RECORD_KEYS`):
+
+    - `eventVersion` is always `DYNAMODB_EVENT_VERSION` ("1.1", what real AWS sends; §9);
+      `awsRegion` and `eventSourceARN` come from the stream ARN;
+    - `dynamodb.ApproximateCreationDateTime` is a JSON number of epoch seconds, as precise as the
+      stream gave it (AWS: whole seconds, written `1693997155.0`); `SizeBytes` an integer;
+    - attribute values stay DynamoDB JSON, with blobs (`B`, `BS`, also inside `M` and `L`) back
+      in base64 as on the wire (botocore decodes them to bytes), numbers (`N`, `NS`) as strings;
+      a blob given as a string is taken to be base64 already;
+    - `userIdentity` (TTL deletions) is added after `dynamodb` with Lambda's lower-camel keys,
+      `{"principalId": "dynamodb.amazonaws.com", "type": "Service"}` (the Record shape's member
+      order, which Lambda's other keys follow; no recording has one).
+    """
+    change_in = raw["dynamodb"]
+    change: dict[str, Any] = {}
+    for name in DYNAMODB_STREAM_RECORD_KEYS:
+        if name not in change_in or change_in[name] is None:
+            continue
+        value = change_in[name]
+        if name == "ApproximateCreationDateTime":
+            change[name] = _epoch_seconds(value, milliseconds=False)
+        elif name in ("Keys", "NewImage", "OldImage"):
+            change[name] = _item(value)
+        elif name == "SizeBytes":
+            change[name] = int(value)
+        else:
+            change[name] = str(value)
+    record: dict[str, Any] = {
+        "eventID": raw["eventID"],
+        "eventName": raw["eventName"],
+        "eventVersion": DYNAMODB_EVENT_VERSION,
+        "eventSource": "aws:dynamodb",
+        "awsRegion": source.region,
+        "dynamodb": change,
+    }
+    identity = raw.get("userIdentity")
+    if identity:
+        record["userIdentity"] = {
+            lambda_name: identity[api_name]
+            for api_name, lambda_name in (("PrincipalId", "principalId"), ("Type", "type"))
+            if identity.get(api_name) is not None
+        }
+    record["eventSourceARN"] = source.arn
+    return record
+
+
+def dynamodb_item_key(raw_or_record: Mapping[str, Any]) -> str:
+    """A stable string naming the item a DynamoDB stream record changed, for per-item ordering.
+
+    Takes either a raw `GetRecords` record or the record `dynamodb_record` built from it and
+    gives the same string for both: the canonical JSON (sorted names, compact, blobs in base64)
+    of `dynamodb.Keys`. Two records have the same key exactly when they change the same item.
+    """
+    keys = _item(raw_or_record["dynamodb"]["Keys"])
+    return json.dumps(keys, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _epoch_seconds(value: Any, *, milliseconds: bool) -> float:
+    """Epoch seconds from a botocore timestamp (a datetime; naive means UTC) or a number."""
+    if isinstance(value, datetime):
+        moment = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+        micros = (moment - _EPOCH) // _MICROSECOND  # exact integer arithmetic, no float drift
+        if milliseconds:
+            return ((micros + 500) // 1000) / 1000
+        return micros / 1_000_000
+    seconds = float(value)
+    return round(seconds, 3) if milliseconds else seconds
+
+
+def _item(attributes: Mapping[str, Any]) -> dict[str, Any]:
+    return {name: _attribute_value(value) for name, value in attributes.items()}
+
+
+def _attribute_value(value: Mapping[str, Any]) -> dict[str, Any]:
+    """One DynamoDB JSON attribute value as the wire carries it (blobs in base64), recursively."""
+    out: dict[str, Any] = {}
+    for kind, inner in value.items():
+        if kind == "B":
+            out[kind] = _blob(inner)
+        elif kind == "BS":
+            out[kind] = [_blob(b) for b in inner]
+        elif kind == "M":
+            out[kind] = _item(inner)
+        elif kind == "L":
+            out[kind] = [_attribute_value(v) for v in inner]
+        elif kind in ("SS", "NS"):
+            out[kind] = [str(v) for v in inner]
+        elif kind in ("S", "N"):
+            out[kind] = str(inner)
+        else:  # BOOL, NULL
+            out[kind] = inner
+    return out
+
+
+def _blob(value: bytes | bytearray | memoryview | str) -> str:
+    return value if isinstance(value, str) else _b64(bytes(value))
 
 
 _PREFIX: Final = b'{"Records":['
