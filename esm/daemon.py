@@ -22,27 +22,60 @@ import signal
 import sys
 import threading
 from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 from structlog.typing import FilteringBoundLogger
 
+from esm.arns import SourceKind, parse_function_arn
 from esm.aws import ClientFactory
-from esm.config import Config
-from esm.errors import InvokeError
+from esm.config import Config, FunctionConfig, MappingConfig
+from esm.destinations import Destinations
+from esm.errors import EsmError, InvokeError
 from esm.health import HealthServer, MappingHealth
 from esm.logging import get_logger
 from esm.metrics import Metrics
 from esm.runner import SqsMappingRunner
+from esm.sources._shards import StreamSource
+from esm.sources.dynamodb_streams import DynamoDbStream
+from esm.sources.kinesis import KinesisStream
 from esm.sources.sqs import SqsQueue
+from esm.state import CheckpointStore, SqliteCheckpointStore
+from esm.stream_runner import StreamMappingRunner
 from esm.targets.base import Invoker
 from esm.targets.factory import build_invoker
 
-__all__ = ["Daemon", "exit_past_abandoned_threads", "run_daemon"]
+__all__ = ["Daemon", "exit_past_abandoned_threads", "function_arn", "run_daemon"]
+
+Runner = SqsMappingRunner | StreamMappingRunner
 
 EXIT_OK, EXIT_FORCED, EXIT_CONFIG = 0, 1, 2
 _FORCE_SECONDS = 5.0  # after a second signal, the time cancelled batches get to return their messages
 _ABANDON_SECONDS = 10.0  # after the grace period, the time abandoned batches get to return their messages
 _FALLBACK_REGION = "us-east-1"
+
+
+@dataclass
+class _Sources:
+    """The source clients and stores the configured mappings need (opened once, shared)."""
+
+    sqs: Any = None
+    kinesis: Any = None
+    dynamodbstreams: Any = None
+    store: CheckpointStore | None = None
+    destinations: Destinations | None = None
+
+
+def function_arn(name: str, fn: FunctionConfig, m: MappingConfig) -> str:
+    """The function ARN shown in failure records: the Lambda's own, else one in the source's account."""
+    if fn.lambda_ is not None:
+        ref = parse_function_arn(fn.lambda_)
+        if ref.arn is not None:
+            return ref.arn
+        bare = ref.function_name.split(":")[-1]
+    else:
+        bare = name
+    return f"arn:{m.source.partition}:lambda:{m.source.region}:{m.source.account}:function:{bare}"
 
 
 @dataclass
@@ -94,13 +127,13 @@ class Daemon:
         region = clients.region or _FALLBACK_REGION
         mappings = [m for m in spec.event_source_mappings]
         self.health = [MappingHealth(m.uuid, m.FunctionName, m.EventSourceArn) for m in mappings]
+        kinds = {m.source.kind for m in mappings}
         async with contextlib.AsyncExitStack() as stack:
             server = await stack.enter_async_context(
                 HealthServer(spec.http.host, spec.http.port, self.registry, self.health, self._alive)
             )
             self.http_port = server.bound_port
             self.log.info("http_listening", address=spec.http.host, port=server.bound_port)
-            sqs = await stack.enter_async_context(clients.client("sqs", read_timeout=40, max_pool=200))
             invokers: dict[str, Invoker] = {}
             try:
                 for m in mappings:
@@ -119,20 +152,29 @@ class Daemon:
             except InvokeError as exc:
                 self.log.error("target_unusable", reason=str(exc))
                 return EXIT_CONFIG
-
-            runners = []
-            for m, h in zip(mappings, self.health, strict=True):
-                log = self.log.bind(mapping=m.uuid, function=m.FunctionName, source=m.EventSourceArn)
-                runners.append(
-                    SqsMappingRunner(
-                        m,
-                        SqsQueue(sqs, m.source, log),
-                        invokers[m.FunctionName],
-                        metrics.for_mapping(m.uuid, m.FunctionName, m.source.kind.value),
-                        h,
-                        log,
-                    )
+            sources = _Sources()
+            if SourceKind.SQS in kinds:
+                sources.sqs = await stack.enter_async_context(clients.client("sqs", read_timeout=40, max_pool=200))
+            if SourceKind.KINESIS in kinds:
+                sources.kinesis = await stack.enter_async_context(clients.client("kinesis", max_pool=200))
+            if SourceKind.DYNAMODB in kinds:
+                sources.dynamodbstreams = await stack.enter_async_context(
+                    clients.client("dynamodbstreams", max_pool=200)
                 )
+            if kinds - {SourceKind.SQS}:
+                path = self.config.sqlite_path
+                assert path is not None  # the configuration rules require it for stream mappings
+                try:
+                    sources.store = await stack.enter_async_context(SqliteCheckpointStore(path))
+                except EsmError as exc:
+                    self.log.error("state_unusable", path=str(path), reason=str(exc))
+                    return EXIT_FORCED
+                sources.destinations = await stack.enter_async_context(Destinations(clients))
+
+            runners = [
+                self._runner(m, h, invokers[m.FunctionName], sources, metrics)
+                for m, h in zip(mappings, self.health, strict=True)
+            ]
             problems = []
             for i, r in enumerate(runners):
                 if self.stop_requested.is_set():
@@ -148,7 +190,38 @@ class Daemon:
             return await self._serve(runners)
         return EXIT_OK  # pragma: no cover - the stack above always returns
 
-    async def _serve(self, runners: list[SqsMappingRunner]) -> int:
+    def _runner(
+        self, m: MappingConfig, health: MappingHealth, invoker: Invoker, sources: _Sources, metrics: Metrics
+    ) -> Runner:
+        """The runner for one mapping, by source kind."""
+        log = self.log.bind(mapping=m.uuid, function=m.FunctionName, source=m.EventSourceArn)
+        mapping_metrics = metrics.for_mapping(m.uuid, m.FunctionName, m.source.kind.value)
+        if m.source.kind is SourceKind.SQS:
+            return SqsMappingRunner(m, SqsQueue(sources.sqs, m.source, log), invoker, mapping_metrics, health, log)
+        name, fn = self.config.function_for(m)
+        stream: StreamSource
+        if m.source.kind is SourceKind.KINESIS:
+            role = fn.role or f"arn:{m.source.partition}:iam::{m.source.account}:role/esm"
+            stream = KinesisStream(sources.kinesis, m.source, role)
+        else:
+            stream = DynamoDbStream(sources.dynamodbstreams, m.source)
+        assert sources.store is not None
+        assert sources.destinations is not None
+        destination = m.on_failure_destination
+        return StreamMappingRunner(
+            m,
+            stream,
+            invoker,
+            sources.store,
+            sources.destinations.sender(destination) if destination else None,
+            self.config.spec.streams,
+            mapping_metrics,
+            health,
+            log,
+            function_arn=function_arn(name, fn, m),
+        )
+
+    async def _serve(self, runners: list[Runner]) -> int:
         self._runner_tasks = [asyncio.create_task(r.run(), name=f"mapping-{r.mapping.uuid}") for r in runners]
         for task in self._runner_tasks:
             task.add_done_callback(self._runner_done)

@@ -4,6 +4,7 @@
     ├── ConfigError (esm.config)          the configuration cannot be used
     ├── AwsError                          an AWS API call failed
     │   ├── RetriableAwsError             throttling, 5xx, connection trouble: try again later
+    │   │   └── ExpiredIteratorError      a shard iterator expired or points at trimmed data: get a new one
     │   └── FatalAwsError                 permissions, validation, missing resource: retrying won't help
     │       └── SourceNotFoundError       the queue or stream does not exist (any more)
     └── InvokeError                       a target could not be invoked (never a function error)
@@ -33,6 +34,7 @@ from botocore.exceptions import (
 __all__ = [
     "AwsError",
     "EsmError",
+    "ExpiredIteratorError",
     "FatalAwsError",
     "InvokeError",
     "InvokeFatalError",
@@ -64,6 +66,10 @@ class RetriableAwsError(AwsError):
     """Throttling, a 5xx or a connection failure: the same call may succeed later."""
 
     retriable = True
+
+
+class ExpiredIteratorError(RetriableAwsError):
+    """A shard iterator can no longer be used (expired, or its position was trimmed): get a new one."""
 
 
 class FatalAwsError(AwsError):
@@ -127,6 +133,8 @@ _NOT_FOUND_CODES = frozenset(
     }
 )
 
+_EXPIRED_ITERATOR_CODES = frozenset({"ExpiredIteratorException", "TrimmedDataAccessException"})
+
 
 def classify(operation: str, exc: BaseException) -> AwsError:
     """Turn a botocore exception into our hierarchy, by error code and HTTP status only."""
@@ -139,6 +147,8 @@ def classify(operation: str, exc: BaseException) -> AwsError:
         status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
         if code in _NOT_FOUND_CODES:
             return SourceNotFoundError(operation, code, message)
+        if code in _EXPIRED_ITERATOR_CODES:
+            return ExpiredIteratorError(operation, code, message)
         if code in _THROTTLING_CODES or status == 429 or status >= 500:
             return RetriableAwsError(operation, code, message)
         return FatalAwsError(operation, code, message)

@@ -10,9 +10,11 @@ UUID, function name, source kind, outcome) and never carry message ids.
 
 from __future__ import annotations
 
+import contextlib
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-__all__ = ["MappingMetrics", "Metrics"]
+__all__ = ["MappingMetrics", "Metrics", "ShardMetrics"]
 
 _MAPPING = ("event_source_mapping_uuid", "function_name", "source")
 _DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900)
@@ -118,6 +120,65 @@ class Metrics:
             registry=registry,
         )
 
+        # Kinesis and DynamoDB Streams (ESM-SPEC.md §7 and issue #3)
+        self.dropped = Counter(
+            "esm_dropped_events",
+            "Stream records discarded (record age or retries exhausted) with no on-failure destination "
+            "(AWS DroppedEventCount).",
+            _MAPPING,
+            registry=registry,
+        )
+        self.destination_delivered = Counter(
+            "esm_on_failure_destination_delivered_events",
+            "Stream records reported to the on-failure destination (AWS OnFailureDestinationDeliveredEventCount).",
+            _MAPPING,
+            registry=registry,
+        )
+        self.destination_failures = Counter(
+            "esm_destination_delivery_failures",
+            "Failed attempts to deliver a failure record to the on-failure destination (AWS "
+            "DestinationDeliveryFailures); esm retries them and never checkpoints past the records.",
+            _MAPPING,
+            registry=registry,
+        )
+        self.retries = Counter(
+            "esm_batch_retries",
+            "Stream batches retried after a function error or a reported partial failure.",
+            _MAPPING,
+            registry=registry,
+        )
+        self.bisects = Counter(
+            "esm_batch_bisects",
+            "Stream batches split in two after a function error (BisectBatchOnFunctionError).",
+            _MAPPING,
+            registry=registry,
+        )
+        self.checkpoints = Counter(
+            "esm_checkpoint_writes", "Checkpoints written (durably).", _MAPPING, registry=registry
+        )
+        self.checkpoint_failures = Counter(
+            "esm_checkpoint_failures",
+            "Checkpoint writes that failed (the previous checkpoint stays; retried on the next advance).",
+            _MAPPING,
+            registry=registry,
+        )
+        self.shards_held = Gauge(
+            "esm_shards_held", "Shards this process is consuming now.", _MAPPING, registry=registry
+        )
+        self.iterator_age = Gauge(
+            "esm_iterator_age_seconds",
+            "Age of the last record of the last invoked batch, per shard (AWS IteratorAge, in seconds).",
+            (*_MAPPING, "shard"),
+            registry=registry,
+        )
+        self.reader_behind = Gauge(
+            "esm_reader_behind_seconds",
+            "How far the shard reader is behind the tip of the shard (Kinesis MillisBehindLatest, in seconds; "
+            "else the age of the last record read, 0 when caught up).",
+            (*_MAPPING, "shard"),
+            registry=registry,
+        )
+
     def for_mapping(self, uuid: str, function_name: str, source: str) -> MappingMetrics:
         """The children of every family for one mapping (resolved once, not per event)."""
         labels = (uuid, function_name, source)
@@ -144,6 +205,14 @@ class MappingMetrics:
         self.visibility_extensions = f.visibility_extensions.labels(*lb)
         self.messages_released = f.messages_released.labels(*lb)
         self.mapping_up = f.mapping_up.labels(*lb)
+        self.dropped = f.dropped.labels(*lb)
+        self.destination_delivered = f.destination_delivered.labels(*lb)
+        self.destination_failures = f.destination_failures.labels(*lb)
+        self.retries = f.retries.labels(*lb)
+        self.bisects = f.bisects.labels(*lb)
+        self.checkpoints = f.checkpoints.labels(*lb)
+        self.checkpoint_failures = f.checkpoint_failures.labels(*lb)
+        self.shards_held = f.shards_held.labels(*lb)
         # Create the zero-valued series so dashboards see them before the first event (AWS emits 0).
         self.filtered_out.inc(0)
 
@@ -152,6 +221,26 @@ class MappingMetrics:
         self.families.invocations.labels(*self.labels, outcome).inc()
         self.families.invocation_duration.labels(*self.labels, outcome).observe(seconds)
 
+    def for_shard(self, shard_id: str) -> ShardMetrics:
+        """The per-shard gauges of this mapping for one shard."""
+        return ShardMetrics(self.families, (*self.labels, shard_id))
+
     def source_error(self, code: str) -> None:
         """Count a failed call to the source by its (bounded) AWS error code."""
         self.families.source_errors.labels(*self.labels, code).inc()
+
+
+class ShardMetrics:
+    """A shard's gauges; `remove` drops its series when the shard is done, keeping label sets bounded."""
+
+    def __init__(self, families: Metrics, labels: tuple[str, str, str, str]) -> None:
+        self._families = families
+        self._labels = labels
+        self.iterator_age = families.iterator_age.labels(*labels)
+        self.reader_behind = families.reader_behind.labels(*labels)
+
+    def remove(self) -> None:
+        """Forget this shard's series (after SHARD_END)."""
+        for family in (self._families.iterator_age, self._families.reader_behind):
+            with contextlib.suppress(KeyError):
+                family.remove(*self._labels)

@@ -5,10 +5,13 @@ hands the result to a decision function here, and only carries out what it retur
 messages, leave those to reappear). Nothing in this module does I/O, reads a clock or keeps state,
 so every rule is unit- and property-tested in isolation (`tests/unit/test_policy.py`).
 
-This module holds the SQS decision (ESM-SPEC.md §4.1). SQS has no retry counter of its own in
-Lambda: a message that is not deleted reappears after the queue's visibility timeout, and the
-queue's redrive policy dead-letters it after `maxReceiveCount` receives, so the only decision is
-delete or leave.
+SQS (ESM-SPEC.md §4.1, `decide_sqs`): SQS has no retry counter of its own in Lambda: a message
+that is not deleted reappears after the queue's visibility timeout, and the queue's redrive policy
+dead-letters it after `maxReceiveCount` receives, so the only decision is delete or leave.
+
+Streams (ESM-SPEC.md §4.2, `decide_stream`, `expired`): a shard is blocked while its batch is
+retried, so the decision is commit, retry (from a point), bisect, or discard to the on-failure
+destination; record age is checked before every invocation.
 """
 
 from __future__ import annotations
@@ -20,7 +23,16 @@ from typing import Literal
 from esm.responses import ResponseKind, parse_batch_response
 from esm.targets.base import InvokeResult
 
-__all__ = ["SqsDecision", "SqsOutcome", "decide_sqs"]
+__all__ = [
+    "Attempt",
+    "SqsDecision",
+    "SqsOutcome",
+    "StreamDecision",
+    "StreamPolicy",
+    "decide_sqs",
+    "decide_stream",
+    "expired",
+]
 
 SqsOutcome = Literal["success", "function_error", "partial_failure", "invalid_response"]
 """How an SQS batch ended: the `outcome` of an `SqsDecision` (a log field and metric label)."""
@@ -109,3 +121,125 @@ def _hold_back_group_successors(retry: list[bool], group_ids: Sequence[str | Non
             retry[i] = True
             held += 1
     return held
+
+
+# --------------------------------------------------------------------------------------------
+# Kinesis and DynamoDB Streams (ESM-SPEC.md §4.2)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamPolicy:
+    """A stream mapping's failure settings (CreateEventSourceMapping names, defaults resolved)."""
+
+    maximum_retry_attempts: int = -1
+    """MaximumRetryAttempts: failed invocations retried before discarding; -1 retries until the records expire."""
+    maximum_record_age: int = -1
+    """MaximumRecordAgeInSeconds: older records are discarded before invocation; -1 is no limit."""
+    bisect: bool = False
+    """BisectBatchOnFunctionError: split a failing batch in two; splitting does not consume retries."""
+    report_batch_item_failures: bool = False
+    """FunctionResponseTypes [ReportBatchItemFailures]: honour `batchItemFailures` in the response."""
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """What has happened to a group of records so far.
+
+    - `invocations`: invocations of the function that included these records (failure records
+      report it as `approximateInvokeCount`); a half of a bisected batch inherits the count.
+    - `retries`: failed invocations counted against MaximumRetryAttempts (bisecting does not count).
+    """
+
+    invocations: int = 0
+    retries: int = 0
+
+    def invoked(self) -> Attempt:
+        """The attempt after one more invocation."""
+        return Attempt(self.invocations + 1, self.retries)
+
+
+StreamAction = Literal["commit", "retry", "bisect", "discard"]
+StreamOutcome = Literal["success", "function_error", "partial_failure", "invalid_response"]
+
+
+@dataclass(frozen=True, slots=True)
+class StreamDecision:
+    """What to do with an invoked stream batch; records are referred to by index, in shard order.
+
+    - `action` "commit": every record is done (`done == len(batch)`).
+    - `action` "retry": `batch[:done]` are done; invoke `batch[done:]` again, carrying `attempt`.
+    - `action` "bisect": nothing is done; process `batch[:mid]` and then `batch[mid:]`, each
+      carrying `attempt` (splitting does not consume the retry quota).
+    - `action` "discard": `batch[:done]` are done; `batch[done:]` exhausted their retries: send
+      them to the on-failure destination (condition RetryAttemptsExhausted) and move on.
+    - `outcome`: how the invocation ended (a log field and metric label); `reason` explains it.
+    """
+
+    action: StreamAction
+    done: int
+    attempt: Attempt
+    outcome: StreamOutcome
+    reason: str = ""
+    mid: int = 0
+
+
+def decide_stream(
+    policy: StreamPolicy, result: InvokeResult, sequence_numbers: Sequence[str], attempt: Attempt
+) -> StreamDecision:
+    """Decide what follows an invocation of a stream batch (ESM-SPEC.md §4.2).
+
+    `sequence_numbers` are the batch's records in shard order; `attempt` already counts this
+    invocation (`Attempt.invoked`). The rules, in order:
+
+    1. No function error and no ReportBatchItemFailures: commit the whole batch (the response
+       body is ignored, §3.6).
+    2. With ReportBatchItemFailures the response is read by `parse_batch_response`: SUCCESS
+       commits; PARTIAL makes the *lowest* reported sequence number (compared as an integer)
+       the checkpoint: records before it are done and it and every later record are retried
+       ("partial_failure", a counted retry; with bisect on this is AWS's "bisected at the
+       returned sequence number"); INVALID is a whole-batch failure ("invalid_response").
+    3. A function error (or an invalid response) with BisectBatchOnFunctionError and more than
+       one record: bisect into halves; the retry count is not consumed.
+    4. Otherwise count a retry; past MaximumRetryAttempts (unless -1) discard the failing
+       records (RetryAttemptsExhausted, `approximateInvokeCount` = `attempt.invocations`,
+       which is 1 + MaximumRetryAttempts without bisect: §8 vectors 5 and 6), else retry them.
+    """
+    count = len(sequence_numbers)
+    if count == 0:
+        raise ValueError("a batch has at least one record")
+    if result.ok and not policy.report_batch_item_failures:
+        return StreamDecision("commit", count, attempt, "success")
+    start = 0
+    outcome: StreamOutcome
+    if not result.ok:
+        outcome, reason = "function_error", f"function error: {result.function_error}"
+    else:
+        response = parse_batch_response(result.payload, sequence_numbers)
+        if response.kind is ResponseKind.SUCCESS:
+            return StreamDecision("commit", count, attempt, "success")
+        if response.kind is ResponseKind.PARTIAL:
+            lowest = min(response.failed, key=int)
+            start = sequence_numbers.index(lowest)
+            outcome = "partial_failure"
+            reason = f"function reported {len(response.failed)} failed; retrying from sequence number {lowest}"
+        else:
+            outcome, reason = "invalid_response", f"invalid batch response: {response.reason}"
+    if outcome != "partial_failure" and policy.bisect and count > 1:
+        return StreamDecision("bisect", 0, attempt, outcome, reason + "; bisecting the batch", mid=count // 2)
+    counted = Attempt(attempt.invocations, attempt.retries + 1)
+    if 0 <= policy.maximum_retry_attempts < counted.retries:
+        return StreamDecision("discard", start, counted, outcome, reason + "; retry attempts exhausted")
+    return StreamDecision("retry", start, counted, outcome, reason)
+
+
+def expired(arrivals: Sequence[float], now: float, maximum_record_age: int) -> tuple[int, ...]:
+    """Indexes of records older than MaximumRecordAgeInSeconds at `now` (ESM-SPEC.md §4.2, "Record age").
+
+    Age is measured from each record's arrival in the stream (Kinesis approximateArrivalTimestamp,
+    DynamoDB ApproximateCreationDateTime). Such records are discarded before the invocation
+    (condition RecordAgeExceeded) and the rest of the batch is still delivered; -1 disables it.
+    """
+    if maximum_record_age < 0:
+        return ()
+    oldest_allowed = now - maximum_record_age
+    return tuple(i for i, arrival in enumerate(arrivals) if arrival < oldest_allowed)

@@ -69,6 +69,7 @@ def parse_batch_response(payload: bytes, item_ids: Collection[str]) -> BatchResp
     | `null`                                          | SUCCESS | §4.1 SQS-ERR; §4.2 recorded, streams   |
     | `{}`; an object without `batchItemFailures` (1) | SUCCESS | §4.1, recorded for SQS (2)             |
     | `[]`                                            | SUCCESS | §4.2 recorded, streams; §8 vector 5    |
+    | `""` (a handler that returned an empty string)  | SUCCESS | recorded, Kinesis `empty_string_success` |
     | `{"batchItemFailures": []}` / `null`            | SUCCESS | §4.1, §4.2, §8 vector 5                |
     | each entry `{"itemIdentifier": "<id>"}` (3)     | PARTIAL | §3.6, §4.1                             |
     | not UTF-8; not JSON (`NaN`, `Infinity` too)     | INVALID | §4.1 "invalid JSON response"           |
@@ -106,7 +107,7 @@ def parse_batch_response(payload: bytes, item_ids: Collection[str]) -> BatchResp
 
 
 def _classify(document: Any, item_ids: Collection[str]) -> BatchResponse:
-    if document is None or document == []:
+    if document is None or document == [] or document == "":
         return _SUCCESS
     if not isinstance(document, dict):
         return _invalid(f"response is a JSON {_json_type(document)}, not an object")

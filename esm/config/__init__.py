@@ -21,8 +21,10 @@ from esm.config.models import (
     HttpConfig,
     MappingConfig,
     Problem,
+    RetryDelayConfig,
     ShutdownConfig,
     StateConfig,
+    StreamsConfig,
     json_schema,
 )
 from esm.config.rules import check_visibility_timeout
@@ -38,8 +40,10 @@ __all__ = [
     "HttpConfig",
     "MappingConfig",
     "Problem",
+    "RetryDelayConfig",
     "ShutdownConfig",
     "StateConfig",
+    "StreamsConfig",
     "check_visibility_timeout",
     "json_schema",
     "load_config",

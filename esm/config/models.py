@@ -25,12 +25,16 @@ __all__ = [
     "ConfigFile",
     "DevConfig",
     "DevQueue",
+    "DevStream",
+    "DevTable",
     "FunctionConfig",
     "HttpConfig",
     "MappingConfig",
     "Problem",
+    "RetryDelayConfig",
     "ShutdownConfig",
     "StateConfig",
+    "StreamsConfig",
     "json_schema",
 ]
 
@@ -114,6 +118,39 @@ class StateConfig(_Frozen):
     dynamodb: DynamoStateConfig | None = Field(None, description="DynamoDB lease table for several replicas.")
 
 
+class RetryDelayConfig(_Frozen):
+    """Backoff between retries of a failed stream batch (AWS does not document its schedule, ESM-SPEC.md §4.2)."""
+
+    initial: float = Field(1.0, gt=0, le=3600, description="Seconds before the first retry.")
+    multiplier: float = Field(2.0, ge=1, le=10, description="Each further retry waits this many times longer.")
+    maximum: float = Field(60.0, gt=0, le=3600, description="The longest wait between two retries, seconds.")
+
+
+class StreamsConfig(_Frozen):
+    """How Kinesis and DynamoDB Streams mappings poll and retry (esm's own settings; AWS has none)."""
+
+    idle_poll_interval: float = Field(
+        0.2,
+        ge=0,
+        le=60,
+        description="Seconds between GetRecords calls on a shard that is caught up (Lambda: about 1 s for "
+        "Kinesis, 0.25 s for DynamoDB). A shard that is behind is read again at once, within the per-shard "
+        "read limits (Kinesis 5 calls/s, DynamoDB Streams 4 calls/s).",
+    )
+    discovery_interval: float = Field(
+        30.0, gt=0, le=3600, description="Seconds between shard listings (new shards after a reshard)."
+    )
+    retry_delay: RetryDelayConfig = Field(
+        default_factory=RetryDelayConfig,
+        description="Backoff between retries of a batch the function failed (also throttles and service errors).",
+    )
+    destination_retry_delay: RetryDelayConfig = Field(
+        default_factory=RetryDelayConfig,
+        description="Backoff between attempts to deliver a failure record to the on-failure destination; the "
+        "shard waits (and is not checkpointed past those records) until delivery succeeds.",
+    )
+
+
 class HttpConfig(_Frozen):
     """The observability server: /metrics, /healthz and /readyz."""
 
@@ -173,6 +210,11 @@ class FunctionConfig(_Frozen):
     headers: dict[str, str] = Field(
         default_factory=dict, description="Extra HTTP headers (url targets); values may use ${ENV_VAR}."
     )
+    role: str | None = Field(
+        None,
+        description="The function's execution role ARN, shown to Kinesis handlers as `invokeIdentityArn` "
+        "(default arn:aws:iam::ACCOUNT:role/esm, ACCOUNT being the stream's).",
+    )
     max_threads: int = Field(
         64, ge=1, le=4096, description="Worker threads for a synchronous Python handler (its own pool)."
     )
@@ -211,11 +253,29 @@ class DevQueue(_Frozen):
     ContentBasedDeduplication: bool | None = Field(None, description="FIFO queues only.")
 
 
+class DevStream(_Frozen):
+    """A Kinesis stream `esm dev` creates."""
+
+    shards: int = Field(1, ge=1, le=100, description="Number of shards.")
+
+
+class DevTable(_Frozen):
+    """A DynamoDB table with a stream that `esm dev` creates (string keys)."""
+
+    partition_key: str = Field("pk", description="Partition key attribute name (type S).")
+    sort_key: str | None = Field(None, description="Optional sort key attribute name (type S).")
+    stream_view_type: Literal["KEYS_ONLY", "NEW_IMAGE", "OLD_IMAGE", "NEW_AND_OLD_IMAGES"] = Field(
+        "NEW_AND_OLD_IMAGES", description="What the table's stream records carry."
+    )
+
+
 class DevConfig(_Frozen):
     """Resources `esm dev` creates on its embedded emulator besides those the mappings name."""
 
     port: int = Field(0, ge=0, le=65535, description="Emulator port on 127.0.0.1 (0: the endpoint's port or any).")
     queues: dict[str, DevQueue] = Field(default_factory=dict, description="Queue name -> attributes.")
+    streams: dict[str, DevStream] = Field(default_factory=dict, description="Kinesis stream name -> settings.")
+    tables: dict[str, DevTable] = Field(default_factory=dict, description="DynamoDB table name -> keys and stream.")
 
 
 # --------------------------------------------------------------------------------------------
@@ -354,6 +414,38 @@ class MappingConfig(_Frozen):
         return "ReportBatchItemFailures" in self.FunctionResponseTypes
 
     @property
+    def on_failure_destination(self) -> str | None:
+        """DestinationConfig.OnFailure.Destination, or None when unset or empty (AWS's way to remove it)."""
+        if self.DestinationConfig is None or self.DestinationConfig.OnFailure is None:
+            return None
+        return self.DestinationConfig.OnFailure.Destination or None
+
+    @property
+    def starting_position(self) -> str:
+        """StartingPosition (required for streams; validated by the rules)."""
+        return self.StartingPosition or "LATEST"
+
+    @property
+    def parallelization_factor(self) -> int:
+        """ParallelizationFactor with its default of 1."""
+        return self.ParallelizationFactor or 1
+
+    @property
+    def maximum_retry_attempts(self) -> int:
+        """MaximumRetryAttempts with its default of -1 (retry until the records expire)."""
+        return -1 if self.MaximumRetryAttempts is None else self.MaximumRetryAttempts
+
+    @property
+    def maximum_record_age(self) -> int:
+        """MaximumRecordAgeInSeconds with its default of -1 (no limit)."""
+        return -1 if self.MaximumRecordAgeInSeconds is None else self.MaximumRecordAgeInSeconds
+
+    @property
+    def bisect_on_function_error(self) -> bool:
+        """BisectBatchOnFunctionError with its default of false."""
+        return bool(self.BisectBatchOnFunctionError)
+
+    @property
     def maximum_concurrency(self) -> int | None:
         """ScalingConfig.MaximumConcurrency, or None for AWS's automatic scaling."""
         return self.ScalingConfig.MaximumConcurrency if self.ScalingConfig is not None else None
@@ -371,6 +463,9 @@ class ConfigFile(_Frozen):
     state: StateConfig = Field(default_factory=StateConfig, description="Where stream checkpoints live.")
     http: HttpConfig = Field(default_factory=HttpConfig, description="/metrics, /healthz, /readyz server.")
     shutdown: ShutdownConfig = Field(default_factory=ShutdownConfig, description="Drain on stop signals.")
+    streams: StreamsConfig = Field(
+        default_factory=StreamsConfig, description="Polling and retry delays of Kinesis and DynamoDB Streams mappings."
+    )
     functions: dict[str, FunctionConfig] = Field(default_factory=dict, description="Targets by name.")
     event_source_mappings: list[MappingConfig] = Field(
         default_factory=list, description="The mappings, with CreateEventSourceMapping's parameter names."
@@ -389,6 +484,14 @@ class Config:
     def base_dir(self) -> Path:
         """The config file's folder (Python handler modules are importable from it)."""
         return self.path.resolve().parent
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        """The SQLite checkpoint file; a relative `state.sqlite` is resolved against the config file's folder."""
+        if self.spec.state.sqlite is None:
+            return None
+        path = Path(self.spec.state.sqlite).expanduser()
+        return path if path.is_absolute() else self.base_dir / path
 
     def function_for(self, mapping: MappingConfig) -> tuple[str, FunctionConfig]:
         """The target of a mapping: its `functions` entry, or an implicit AWS Lambda target."""

@@ -9,9 +9,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from esm.arns import SourceArn, SourceKind, parse_function_arn
-from esm.config.models import FunctionConfig, MappingConfig, Problem
+from esm.config.models import ConfigFile, FunctionConfig, MappingConfig, Problem
+from esm.destinations import destination_problem
 
-__all__ = ["check_visibility_timeout", "function_problems", "mapping_problems"]
+__all__ = ["check_visibility_timeout", "function_problems", "mapping_problems", "state_problems"]
 
 # Parameters AWS accepts only for stream sources, with the texts shown for SQS mappings.
 _STREAM_ONLY = (
@@ -96,11 +97,23 @@ def _sqs_problems(at: str, m: MappingConfig, src: SourceArn) -> Iterator[Problem
 
 
 def _stream_problems(at: str, m: MappingConfig, src: SourceArn) -> Iterator[Problem]:
-    yield Problem(
-        f"{at}.EventSourceArn",
-        f"{'Kinesis' if src.kind is SourceKind.KINESIS else 'DynamoDB Streams'} sources are not available in "
-        "this version of esm (planned in issue #3)",
-    )
+    if src.resource.count("/consumer/"):
+        yield Problem(
+            f"{at}.EventSourceArn",
+            "enhanced fan-out consumers (stream-consumer ARNs) are not supported by esm: map the stream ARN, "
+            "which esm reads with GetRecords",
+        )
+    if m.TumblingWindowInSeconds:
+        yield Problem(
+            f"{at}.TumblingWindowInSeconds",
+            "tumbling windows are not available in this version of esm (planned in issue #4); "
+            "remove TumblingWindowInSeconds or set it to 0",
+        )
+    destination = m.on_failure_destination
+    if destination is not None:
+        problem = destination_problem(destination)
+        if problem is not None:
+            yield Problem(f"{at}.DestinationConfig.OnFailure.Destination", problem)
     if m.ScalingConfig is not None:
         yield Problem(f"{at}.ScalingConfig", "ScalingConfig is only supported for SQS event sources.")
     if m.StartingPosition is None:
@@ -123,6 +136,21 @@ def _stream_problems(at: str, m: MappingConfig, src: SourceArn) -> Iterator[Prob
             f"{at}.MaximumRecordAgeInSeconds",
             "MaximumRecordAgeInSeconds must be -1 (infinite) or between 60 and 604800",
         )
+
+
+def state_problems(spec: ConfigFile) -> Iterator[Problem]:
+    """Stream mappings need a checkpoint store this version provides: SQLite (DynamoDB leases: issue #5)."""
+    streams = any(m.source.kind is not SourceKind.SQS for m in spec.event_source_mappings)
+    if not streams:
+        return
+    if spec.state.dynamodb is not None:
+        yield Problem(
+            "state.dynamodb",
+            "the DynamoDB lease table is not available in this version of esm (planned in issue #5); "
+            "use state.sqlite (one replica)",
+        )
+    elif spec.state.sqlite is None:
+        yield Problem("state.sqlite", "Kinesis and DynamoDB Streams mappings need a checkpoint store: set state.sqlite")
 
 
 def function_problems(functions: dict[str, FunctionConfig]) -> Iterator[Problem]:

@@ -317,16 +317,10 @@ INVALID = [
         ["functions.audit.headers.Authorization: environment variable TOKEN is not set"],
         id="unset-environment-variable",
     ),
-    # --- sources that are planned, not available -------------------------------------------------
-    pytest.param(
-        sqs_mapping("StartingPosition: LATEST", "BatchSize: 10", arn=STREAM),
-        [f"{M0}.EventSourceArn: Kinesis sources are not available in this version of esm (planned in issue #3)"],
-        id="kinesis-source",
-    ),
+    # --- stream sources ------------------------------------------------------------------------
     pytest.param(
         sqs_mapping("BatchSize: 10", arn=STREAM),
         [
-            f"{M0}.EventSourceArn: Kinesis sources are not available in this version of esm (planned in issue #3)",
             f"{M0}.StartingPosition: 1 validation error detected: Value null at 'startingPosition' failed to "
             "satisfy constraint: Member must not be null",
         ],
@@ -337,12 +331,76 @@ INVALID = [
             "StartingPosition: AT_TIMESTAMP", "BatchSize: 10", "ScalingConfig: {MaximumConcurrency: 5}", arn=DDB_STREAM
         ),
         [
-            f"{M0}.EventSourceArn: DynamoDB Streams sources are not available in this version of esm "
-            "(planned in issue #3)",
             f"{M0}.ScalingConfig: ScalingConfig is only supported for SQS event sources.",
             f"{M0}.StartingPosition: Unsupported starting position for DynamoDB stream: AT_TIMESTAMP",
         ],
         id="dynamodb-streams-source",
+    ),
+    pytest.param(
+        sqs_mapping("StartingPosition: AT_TIMESTAMP", arn=STREAM),
+        [f"{M0}.StartingPositionTimestamp: StartingPositionTimestamp must be set with StartingPosition AT_TIMESTAMP"],
+        id="at-timestamp-without-timestamp",
+    ),
+    pytest.param(
+        sqs_mapping("StartingPosition: LATEST", "MaximumRecordAgeInSeconds: 59", arn=STREAM),
+        [f"{M0}.MaximumRecordAgeInSeconds: MaximumRecordAgeInSeconds must be -1 (infinite) or between 60 and 604800"],
+        id="record-age-below-60",
+    ),
+    pytest.param(
+        sqs_mapping("StartingPosition: LATEST", "ParallelizationFactor: 11", arn=STREAM),
+        [
+            f"{M0}.ParallelizationFactor: 1 validation error detected: Value '11' at 'parallelizationFactor' failed "
+            "to satisfy constraint: Member must have value less than or equal to 10"
+        ],
+        id="parallelization-factor-above-10",
+    ),
+    pytest.param(
+        sqs_mapping("StartingPosition: LATEST", "MaximumRetryAttempts: -2", arn=STREAM),
+        [
+            f"{M0}.MaximumRetryAttempts: 1 validation error detected: Value '-2' at 'maximumRetryAttempts' failed "
+            "to satisfy constraint: Member must have value greater than or equal to -1"
+        ],
+        id="retry-attempts-below-minus-one",
+    ),
+    pytest.param(
+        sqs_mapping(
+            "StartingPosition: LATEST",
+            "DestinationConfig: {OnFailure: {Destination: 'arn:aws:sqs:us-east-1:123456789012:failed.fifo'}}",
+            arn=STREAM,
+        ),
+        [
+            f"{M0}.DestinationConfig.OnFailure.Destination: FIFO queues and topics are not supported as "
+            "on-failure destinations (ESM-SPEC.md §4.3)"
+        ],
+        id="fifo-destination",
+    ),
+    pytest.param(
+        sqs_mapping(
+            "StartingPosition: LATEST",
+            "DestinationConfig: {OnFailure: {Destination: 'arn:aws:lambda:us-east-1:123456789012:function:f'}}",
+            arn=STREAM,
+        ),
+        [
+            f"{M0}.DestinationConfig.OnFailure.Destination: must be the ARN of an SQS queue, an SNS topic or an "
+            "S3 bucket"
+        ],
+        id="destination-not-sqs-sns-s3",
+    ),
+    pytest.param(
+        sqs_mapping("StartingPosition: LATEST", "TumblingWindowInSeconds: 60", arn=STREAM),
+        [
+            f"{M0}.TumblingWindowInSeconds: tumbling windows are not available in this version of esm "
+            "(planned in issue #4); remove TumblingWindowInSeconds or set it to 0"
+        ],
+        id="tumbling-window-planned",
+    ),
+    pytest.param(
+        "state: {dynamodb: {table: leases}}\n" + sqs_mapping("StartingPosition: LATEST", arn=STREAM),
+        [
+            "state.dynamodb: the DynamoDB lease table is not available in this version of esm (planned in issue "
+            "#5); use state.sqlite (one replica)"
+        ],
+        id="dynamodb-state-planned",
     ),
     # --- other sections --------------------------------------------------------------------------
     pytest.param("http: {listen: localhost}\n", [f"http.listen: {LISTEN}"], id="http-listen-without-port"),
@@ -496,9 +554,7 @@ class TestDefaults:
 
     def test_stream_default_batch_size_needs_no_window(self) -> None:
         """A stream mapping without BatchSize (default 100) needs no batching window, as in AWS."""
-        assert problems(sqs_mapping("StartingPosition: LATEST", arn=STREAM)) == [
-            f"{M0}.EventSourceArn: Kinesis sources are not available in this version of esm (planned in issue #3)"
-        ]
+        assert problems(sqs_mapping("StartingPosition: LATEST", arn=STREAM)) == []
 
     def test_models_are_frozen(self) -> None:
         """The parsed configuration cannot be changed after loading."""

@@ -1,0 +1,526 @@
+"""One shard of a stream mapping at work: a reader, N ordered lanes, and a checkpointer.
+
+- The **reader** calls GetRecords within the shard's read limit, again at once while the shard
+  is behind, otherwise after `streams.idle_poll_interval`; it rebuilds an expired iterator from
+  its read position, backs off this shard alone on throttling, and pauses while too much is read
+  and not yet checkpointed. It hands each record to a lane.
+- **Lanes** (ParallelizationFactor, ESM-SPEC.md §4.2): records go to lane `hash(key) % N`, key
+  being the partition key (Kinesis) or the item key (DynamoDB), so each key keeps its order. A
+  lane cuts batches (BatchSize, MaximumBatchingWindowInSeconds, 6 MB), invokes, and carries out
+  `esm.policy.decide_stream`'s decisions; while it retries, it blocks (AWS pauses the shard).
+- The **checkpointer** (`esm.sources._shards.Checkpointer`) advances only over the contiguous
+  completed prefix of what was read; the checkpoint is written (durably) whenever it moves.
+  Records discarded to an on-failure destination count as completed only once delivered.
+
+A consumer ends for one of the reasons of `StopReason` (DESIGN.md rule 4): SHARD_END writes the
+SHARD_END checkpoint (children may start); SHUTDOWN writes the last contiguous position.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import time
+import uuid
+import zlib
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from structlog.typing import FilteringBoundLogger
+
+from esm.errors import (
+    AwsError,
+    ExpiredIteratorError,
+    InvokeFatalError,
+    InvokeServiceError,
+    PayloadTooLargeError,
+    SourceNotFoundError,
+)
+from esm.events import EVENT_LIMIT_BYTES, assemble_event, event_size
+from esm.policy import Attempt, StreamPolicy, decide_stream, expired
+from esm.sources._shards import Checkpointer, Shard, StreamRecord, StreamSource
+from esm.state import Checkpoint, CheckpointKey, CheckpointStore, Position
+from esm.targets.base import Invocation, Invoker, InvokeResult
+
+if TYPE_CHECKING:
+    from esm.config import MappingConfig, RetryDelayConfig, StreamsConfig
+    from esm.destinations import DestinationSender
+    from esm.metrics import MappingMetrics
+
+__all__ = ["ShardConsumer", "StopReason", "StreamContext"]
+
+
+class StopReason(enum.StrEnum):
+    """Why a shard consumer stopped; each maps to one checkpoint action (DESIGN.md rule 4)."""
+
+    SHARD_END = "SHARD_END"
+    """The shard is closed and every record is done: checkpoint SHARD_END."""
+    SHUTDOWN = "SHUTDOWN"
+    """The mapping is stopping: checkpoint the contiguous completed prefix, nothing more."""
+
+
+@dataclass
+class StreamContext:
+    """What every shard consumer of one mapping shares (built once by the mapping runner)."""
+
+    mapping: MappingConfig
+    stream: StreamSource
+    invoker: Invoker
+    store: CheckpointStore
+    destination: DestinationSender | None
+    settings: StreamsConfig
+    metrics: MappingMetrics
+    log: FilteringBoundLogger
+    function_arn: str
+    policy: StreamPolicy
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def on_source_error(self, exc: AwsError) -> None:
+        """Hook for the mapping runner: a source call failed (health, metrics)."""
+
+    def on_source_ok(self) -> None:
+        """Hook for the mapping runner: a source call succeeded."""
+
+    def on_target_error(self, exc: InvokeFatalError) -> None:
+        """Hook for the mapping runner: the function could not be reached."""
+
+    def on_target_ok(self) -> None:
+        """Hook for the mapping runner: the function answered."""
+
+    async def sleep(self, seconds: float) -> bool:
+        """Sleep, waking at once on stop; True if stopping."""
+        if self.stopping.is_set():
+            return True
+        try:
+            async with asyncio.timeout(seconds):
+                await self.stopping.wait()
+        except TimeoutError:
+            return False
+        return True
+
+
+def backoff_delay(config: RetryDelayConfig, attempt: int) -> float:
+    """The backoff before retry number `attempt` (1-based)."""
+    return float(min(config.maximum, config.initial * config.multiplier ** max(0, attempt - 1)))
+
+
+_NOT_REACHED = object()
+_TOO_LARGE = object()
+
+
+class _Lane:
+    """The records of one lane, in shard order, waiting to be batched."""
+
+    def __init__(self) -> None:
+        self.records: deque[StreamRecord] = deque()
+        self.bytes = 0
+        self.ended = False
+        self.changed = asyncio.Event()
+
+    def put(self, record: StreamRecord) -> None:
+        self.records.append(record)
+        self.bytes += len(record.encoded)
+        self.changed.set()
+
+    def end(self) -> None:
+        self.ended = True
+        self.changed.set()
+
+    def take(self, batch_size: int) -> list[StreamRecord]:
+        """Up to `batch_size` records whose event fits Lambda's 6 MB (at least one record)."""
+        batch: list[StreamRecord] = []
+        sizes: list[int] = []
+        while self.records and len(batch) < batch_size:
+            size = len(self.records[0].encoded)
+            if batch and event_size([*sizes, size]) > EVENT_LIMIT_BYTES:
+                break
+            record = self.records.popleft()
+            self.bytes -= size
+            batch.append(record)
+            sizes.append(size)
+        return batch
+
+
+class ShardConsumer:
+    """Reads one shard and processes its records until the shard ends or the mapping stops."""
+
+    def __init__(self, ctx: StreamContext, shard: Shard, start: Checkpoint) -> None:
+        self.ctx = ctx
+        self.shard = shard
+        self.start = start
+        self.key = CheckpointKey(ctx.mapping.uuid, ctx.mapping.EventSourceArn, shard.shard_id)
+        self.log = ctx.log.bind(shard=shard.shard_id)
+        self.tracker = Checkpointer()
+        pf = ctx.mapping.parallelization_factor
+        self.lanes = [_Lane() for _ in range(pf)]
+        self.read_position: str | None = None
+        self.saved: str | None = start.sequence if start.position is Position.AFTER_SEQUENCE_NUMBER else None
+        self._commit_lock = asyncio.Lock()
+        batch = ctx.mapping.batch_size
+        # Read up to two rounds of batches per call (at least 1,000 records), and pause reading while
+        # two calls' worth is read and not yet checkpointed: memory stays bounded per shard.
+        self.limit = min(ctx.stream.page_limit, max(2 * batch * pf, 1000))
+        self.high_water = 2 * self.limit
+        self._room = asyncio.Event()
+        self._room.set()
+        self._shard_metrics = ctx.metrics.for_shard(shard.shard_id)
+
+    # lifecycle ------------------------------------------------------------------------------
+
+    async def run(self) -> StopReason:
+        """Consume until the shard ends (SHARD_END) or the mapping stops (SHUTDOWN)."""
+        self.log.info("shard_started", position=self.start.position.value, sequence=self.start.sequence)
+        closed = False
+        try:
+            async with asyncio.TaskGroup() as tg:
+                lanes = [tg.create_task(self._lane(lane)) for lane in self.lanes]
+                closed = await self._read()
+                for lane in self.lanes:
+                    lane.end()
+                await asyncio.gather(*lanes)
+        finally:
+            await self._commit()
+        drained = closed and not self.ctx.stopping.is_set() and self.tracker.outstanding == 0
+        if drained and await self._save_until_done(Checkpoint(Position.SHARD_END)):
+            self._shard_metrics.remove()
+            self.log.info("shard_ended")
+            return StopReason.SHARD_END
+        self.log.info("shard_stopped", checkpoint=self.saved)
+        return StopReason.SHUTDOWN
+
+    # reading --------------------------------------------------------------------------------
+
+    async def _read(self) -> bool:
+        """The reader loop; True when the shard was read to its end (closed and drained)."""
+        ctx = self.ctx
+        iterator: str | None = None
+        last_call = 0.0
+        failures = 0
+        while not ctx.stopping.is_set():
+            if self.tracker.outstanding >= self.high_water:
+                self._room.clear()
+                stop = asyncio.create_task(ctx.stopping.wait())
+                room = asyncio.create_task(self._room.wait())
+                await asyncio.wait({stop, room}, return_when=asyncio.FIRST_COMPLETED)
+                stop.cancel()
+                room.cancel()
+                continue
+            wait = last_call + ctx.stream.read_interval - time.monotonic()
+            if wait > 0 and await ctx.sleep(wait):
+                break
+            last_call = time.monotonic()
+            try:
+                if iterator is None:
+                    iterator = await ctx.stream.iterator(self.shard.shard_id, self._resume_point())
+                page = await ctx.stream.read(self.shard.shard_id, iterator, self.limit)
+            except ExpiredIteratorError as exc:
+                self.log.info("iterator_renewed", reason=exc.code)
+                iterator = None
+                continue
+            except AwsError as exc:
+                failures += 1
+                iterator = None if isinstance(exc, SourceNotFoundError) else iterator
+                ctx.metrics.source_error(exc.code)
+                ctx.on_source_error(exc)
+                delay = backoff_delay(ctx.settings.retry_delay, failures)
+                self.log.warning("shard_read_failed", code=exc.code, reason=exc.message, retry_in=round(delay, 2))
+                if await ctx.sleep(delay):
+                    break
+                continue
+            failures = 0
+            ctx.on_source_ok()
+            ctx.metrics.polled.inc(len(page.records))
+            now = time.time()
+            if page.records:
+                self.tracker.add(page.records)
+                for record in page.records:
+                    self._lane_for(record).put(record)
+                self.read_position = page.records[-1].sequence_number
+            behind = page.behind_seconds
+            if behind is None:
+                behind = max(0.0, now - page.records[-1].arrival) if page.records else 0.0
+            self._shard_metrics.reader_behind.set(behind)
+            if page.next_iterator is None:
+                return True
+            iterator = page.next_iterator
+            catching_up = len(page.records) >= self.limit or (
+                page.behind_seconds > 0 if page.behind_seconds is not None else bool(page.records)
+            )
+            if not catching_up and await ctx.sleep(ctx.settings.idle_poll_interval):
+                break
+        return False
+
+    def _resume_point(self) -> Checkpoint:
+        """Where a new iterator starts: after the last record read, else the starting checkpoint."""
+        if self.read_position is not None:
+            return Checkpoint.after(self.read_position)
+        return self.start
+
+    def _lane_for(self, record: StreamRecord) -> _Lane:
+        if len(self.lanes) == 1:
+            return self.lanes[0]
+        return self.lanes[zlib.crc32(record.key.encode()) % len(self.lanes)]
+
+    # lanes ----------------------------------------------------------------------------------
+
+    async def _lane(self, lane: _Lane) -> None:
+        while True:
+            batch = await self._next_batch(lane)
+            if not batch:
+                return
+            await self._process(batch)
+
+    async def _next_batch(self, lane: _Lane) -> list[StreamRecord]:
+        """The next batch of a lane: [] when the lane ended or the mapping stops."""
+        ctx = self.ctx
+        size = ctx.mapping.batch_size
+        window = ctx.mapping.batching_window
+        while not lane.records:
+            if lane.ended or ctx.stopping.is_set():
+                return []
+            lane.changed.clear()
+            await self._wait(lane.changed, None)
+        if window > 0:
+            deadline = time.monotonic() + window
+            while (
+                len(lane.records) < size
+                and lane.bytes < EVENT_LIMIT_BYTES
+                and not lane.ended
+                and not ctx.stopping.is_set()
+            ):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                lane.changed.clear()
+                await self._wait(lane.changed, remaining)
+        if ctx.stopping.is_set():
+            return []
+        return lane.take(size)
+
+    async def _wait(self, event: asyncio.Event, seconds: float | None) -> None:
+        """Wait for `event`, for stop, or `seconds` (None: no limit), whichever comes first."""
+        stop = asyncio.create_task(self.ctx.stopping.wait())
+        changed = asyncio.create_task(event.wait())
+        try:
+            await asyncio.wait({stop, changed}, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+            changed.cancel()
+
+    # processing -----------------------------------------------------------------------------
+
+    async def _process(self, batch: list[StreamRecord]) -> None:
+        """Invoke a batch until every record is done, discarded, or the mapping stops."""
+        ctx = self.ctx
+        todo: deque[tuple[list[StreamRecord], Attempt]] = deque([(batch, Attempt())])
+        service_failures = 0
+        while todo and not ctx.stopping.is_set():
+            records, attempt = todo.popleft()
+            old = expired([r.arrival for r in records], time.time(), ctx.policy.maximum_record_age)
+            if old:
+                stale = [records[i] for i in old]
+                if not await self._discard(stale, "RecordAgeExceeded", attempt, None, str(uuid.uuid4())):
+                    return
+                gone = set(old)
+                records = [r for i, r in enumerate(records) if i not in gone]
+                if not records:
+                    continue
+            request_id = str(uuid.uuid4())
+            result = await self._invoke(records, request_id)
+            if result is _NOT_REACHED:
+                service_failures += 1
+                todo.appendleft((records, attempt))
+                await ctx.sleep(backoff_delay(ctx.settings.retry_delay, service_failures))
+                continue
+            service_failures = 0
+            if result is _TOO_LARGE:
+                if len(records) == 1:
+                    self.log.error("record_too_large", sequence_number=records[0].sequence_number)
+                    if not await self._discard(records, "RetryAttemptsExhausted", attempt.invoked(), None, request_id):
+                        return
+                    continue
+                mid = len(records) // 2
+                todo.extendleft([(records[mid:], attempt), (records[:mid], attempt)])
+                continue
+            assert isinstance(result, InvokeResult)
+            attempt = attempt.invoked()
+            decision = decide_stream(ctx.policy, result, [r.sequence_number for r in records], attempt)
+            if decision.outcome != "success":
+                ctx.metrics.failed_invoke.inc(len(records) - decision.done)
+                self.log.warning(
+                    "batch_failed",
+                    outcome=decision.outcome,
+                    action=decision.action,
+                    reason=decision.reason,
+                    size=len(records),
+                    invocations=decision.attempt.invocations,
+                )
+            await self._complete(records[: decision.done])
+            if decision.action == "commit":
+                continue
+            if decision.action == "bisect":
+                ctx.metrics.bisects.inc()
+                todo.extendleft(
+                    [(records[decision.mid :], decision.attempt), (records[: decision.mid], decision.attempt)]
+                )
+                continue
+            rest = records[decision.done :]
+            if decision.action == "discard":
+                if not await self._discard(rest, "RetryAttemptsExhausted", decision.attempt, result, request_id):
+                    return
+                continue
+            ctx.metrics.retries.inc()
+            todo.appendleft((rest, decision.attempt))
+            await ctx.sleep(backoff_delay(ctx.settings.retry_delay, decision.attempt.retries))
+
+    async def _invoke(self, records: Sequence[StreamRecord], request_id: str) -> InvokeResult | object:
+        """One invocation: the result, `_TOO_LARGE` (413), or `_NOT_REACHED` (throttle, service error)."""
+        ctx = self.ctx
+        m = ctx.metrics
+        n = len(records)
+        payload = assemble_event([r.encoded for r in records])
+        event = {"Records": [r.record for r in records]}
+        m.batch_size.observe(n)
+        m.payload_size.observe(len(payload))
+        self._shard_metrics.iterator_age.set(max(0.0, time.time() - records[-1].arrival))
+        m.invoked.inc(n)
+        m.in_flight.inc()
+        started = time.monotonic()
+        try:
+            result = await ctx.invoker.invoke(Invocation(payload, event, request_id))
+        except InvokeServiceError as exc:
+            m.invocation("service_error", time.monotonic() - started)
+            m.failed_invoke.inc(n)
+            self.log.info("invoke_retrying", reason=str(exc))
+            return _NOT_REACHED
+        except PayloadTooLargeError:
+            m.invocation("payload_too_large", time.monotonic() - started)
+            return _TOO_LARGE
+        except InvokeFatalError as exc:
+            m.invocation("fatal", time.monotonic() - started)
+            m.failed_invoke.inc(n)
+            ctx.on_target_error(exc)
+            return _NOT_REACHED
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                self.log.warning("batch_abandoned", count=n)
+                raise
+            # The function itself raised CancelledError: a function error like any other.
+            result = InvokeResult("Unhandled", b'{"errorType":"CancelledError"}')
+        except Exception:  # a bug in a target must not end the shard: log it loudly, retry the batch
+            self.log.exception("batch_crashed", size=n)
+            m.failed_invoke.inc(n)
+            return _NOT_REACHED
+        finally:
+            m.in_flight.dec()
+        m.invocation("success" if result.ok else "function_error", time.monotonic() - started)
+        ctx.on_target_ok()
+        return result
+
+    async def _discard(
+        self,
+        records: list[StreamRecord],
+        condition: str,
+        attempt: Attempt,
+        result: InvokeResult | None,
+        request_id: str,
+    ) -> bool:
+        """Send records that cannot be processed to the on-failure destination (or drop them).
+
+        Better than AWS (which drops records when delivery fails, ESM-SPEC.md §7): delivery is
+        retried with backoff until it succeeds, and the records count as done only then, so the
+        checkpoint never passes an undelivered record. False if the mapping stopped first.
+        """
+        from esm.destinations import BatchInfo, FailedBatch
+
+        ctx = self.ctx
+        n = len(records)
+        self.log.warning("records_discarded", condition=condition, count=n, invocations=attempt.invocations)
+        if ctx.destination is None:
+            ctx.metrics.dropped.inc(n)
+            await self._complete(records)
+            return True
+        failed = FailedBatch(
+            kind=ctx.stream.kind,
+            mapping_uuid=ctx.mapping.uuid,
+            condition="RecordAgeExceeded" if condition == "RecordAgeExceeded" else "RetryAttemptsExhausted",
+            request_id=request_id,
+            function_arn=ctx.function_arn,
+            approximate_invoke_count=max(1, attempt.invocations),
+            response=result if condition != "RecordAgeExceeded" else None,
+            info=BatchInfo(
+                shard_id=self.shard.shard_id,
+                start_sequence=records[0].sequence_number,
+                end_sequence=records[-1].sequence_number,
+                first_arrival=records[0].arrival,
+                last_arrival=records[-1].arrival,
+                batch_size=n,
+                stream_arn=ctx.mapping.EventSourceArn,
+            ),
+            timestamp=time.time(),
+            event_payload=assemble_event([r.encoded for r in records]),
+        )
+        tries = 0
+        while True:
+            try:
+                await ctx.destination.send(failed)
+            except AwsError as exc:
+                tries += 1
+                ctx.metrics.destination_failures.inc()
+                delay = backoff_delay(ctx.settings.destination_retry_delay, tries)
+                self.log.error(
+                    "destination_delivery_failed",
+                    destination=ctx.destination.arn,
+                    code=exc.code,
+                    reason=exc.message,
+                    count=n,
+                    retry_in=round(delay, 2),
+                )
+                if await ctx.sleep(delay):
+                    return False
+                continue
+            ctx.metrics.destination_delivered.inc(n)
+            await self._complete(records)
+            return True
+
+    # checkpoints ----------------------------------------------------------------------------
+
+    async def _complete(self, records: Sequence[StreamRecord]) -> None:
+        if records and self.tracker.complete(records):
+            if self.tracker.outstanding < self.high_water:
+                self._room.set()
+            await self._commit()
+
+    async def _commit(self) -> None:
+        """Write the contiguous completed position if it moved; a failure is counted and retried later."""
+        async with self._commit_lock:
+            position = self.tracker.position
+            if position is None or position == self.saved:
+                return
+            try:
+                await self.ctx.store.save(self.key, Checkpoint.after(position))
+            except Exception as exc:  # noqa: BLE001 - any store failure: count it, keep the old checkpoint
+                self.ctx.metrics.checkpoint_failures.inc()
+                self.log.error("checkpoint_failed", reason=str(exc))
+                return
+            self.saved = position
+            self.ctx.metrics.checkpoints.inc()
+
+    async def _save_until_done(self, checkpoint: Checkpoint) -> bool:
+        """Write a checkpoint, retrying with backoff until it is stored or the mapping stops."""
+        tries = 0
+        while True:
+            try:
+                await self.ctx.store.save(self.key, checkpoint)
+            except Exception as exc:  # noqa: BLE001 - any store failure: count it and try again
+                tries += 1
+                self.ctx.metrics.checkpoint_failures.inc()
+                self.log.error("checkpoint_failed", reason=str(exc))
+                if await self.ctx.sleep(backoff_delay(self.ctx.settings.retry_delay, tries)):
+                    return False
+                continue
+            self.ctx.metrics.checkpoints.inc()
+            return True

@@ -1,0 +1,96 @@
+"""The Kinesis Data Streams source: ListShards, GetShardIterator and GetRecords on aiobotocore.
+
+Streams are addressed by name (StreamName), which AWS, moto and kinesalite all accept (kinesalite
+has no StreamARN parameter). Each record is built once into the exact Lambda record
+(`esm.events.kinesis_record`, ESM-SPEC.md §3.3) and encoded for the 6 MB cut. Read limits: one
+GetRecords returns at most 10,000 records, and a shard serves 5 GetRecords calls a second
+(ESM-SPEC.md §5.2), so a consumer waits at least 0.2 s between calls on a shard.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from esm.arns import SourceArn, SourceKind
+from esm.errors import classify
+from esm.events import encode_record, kinesis_record
+from esm.sources._shards import Page, Shard, StreamRecord, arrival_seconds
+from esm.state import Checkpoint, Position
+
+__all__ = ["KinesisStream"]
+
+
+class KinesisStream:
+    """One Kinesis stream, read with the standard (shared-throughput) iterator API."""
+
+    kind = SourceKind.KINESIS
+    read_interval = 0.2  # 5 GetRecords per second per shard
+    page_limit = 10_000
+
+    def __init__(self, client: Any, source: SourceArn, invoke_identity_arn: str) -> None:
+        self.client = client
+        self.source = source
+        self.name = source.resource.split("/", 1)[1]
+        self.invoke_identity_arn = invoke_identity_arn
+
+    async def list_shards(self) -> list[Shard]:
+        """Every shard, following NextToken (ListShards pages)."""
+        shards: list[Shard] = []
+        kwargs: dict[str, Any] = {"StreamName": self.name}
+        while True:
+            try:
+                page = await self.client.list_shards(**kwargs)
+            except Exception as exc:
+                raise classify("ListShards", exc) from exc
+            for s in page.get("Shards", []):
+                parents = tuple(p for p in (s.get("ParentShardId"), s.get("AdjacentParentShardId")) if p)
+                closed = s.get("SequenceNumberRange", {}).get("EndingSequenceNumber") is not None
+                shards.append(Shard(s["ShardId"], parents, closed))
+            token = page.get("NextToken")
+            if not token:
+                return shards
+            kwargs = {"NextToken": token}
+
+    async def iterator(self, shard_id: str, checkpoint: Checkpoint) -> str:
+        """GetShardIterator at the checkpoint's position."""
+        kwargs: dict[str, Any] = {
+            "StreamName": self.name,
+            "ShardId": shard_id,
+            "ShardIteratorType": checkpoint.position.value,
+        }
+        if checkpoint.position in (Position.AFTER_SEQUENCE_NUMBER, Position.AT_SEQUENCE_NUMBER):
+            kwargs["StartingSequenceNumber"] = checkpoint.sequence
+        elif checkpoint.position is Position.AT_TIMESTAMP:
+            assert checkpoint.timestamp is not None
+            kwargs["Timestamp"] = datetime.fromtimestamp(checkpoint.timestamp, UTC)
+        try:
+            response = await self.client.get_shard_iterator(**kwargs)
+        except Exception as exc:
+            raise classify("GetShardIterator", exc) from exc
+        return str(response["ShardIterator"])
+
+    async def read(self, shard_id: str, iterator: str, limit: int) -> Page:
+        """One GetRecords call, its records built into Lambda records."""
+        try:
+            response = await self.client.get_records(ShardIterator=iterator, Limit=min(limit, self.page_limit))
+        except Exception as exc:
+            raise classify("GetRecords", exc) from exc
+        records = []
+        for raw in response.get("Records", []):
+            record = kinesis_record(
+                raw, shard_id=shard_id, source=self.source, invoke_identity_arn=self.invoke_identity_arn
+            )
+            sequence_number = str(raw["SequenceNumber"])
+            records.append(
+                StreamRecord(
+                    sequence=int(sequence_number),
+                    sequence_number=sequence_number,
+                    key=str(raw.get("PartitionKey", "")),
+                    arrival=arrival_seconds(raw["ApproximateArrivalTimestamp"]),
+                    record=record,
+                    encoded=encode_record(record),
+                )
+            )
+        behind = response.get("MillisBehindLatest")
+        return Page(records, response.get("NextShardIterator"), behind / 1000 if behind is not None else None)

@@ -1,0 +1,212 @@
+"""The shard consumer on behaviours no emulator produces in test time: old records, expired
+iterators, throttling.
+
+moto never expires an iterator nor throttles, kinesalite expires iterators only after 5 minutes,
+and MaximumRecordAgeInSeconds is at least 60 s (ESM-SPEC.md §1.1), so a record can only be "too
+old" after a minute's wait. `ScriptedStream` below is a hand-written stand-in for a Kinesis
+stream: it serves records with the arrival times a test gives, raises the errors AWS raises
+(`ExpiredIteratorException`, `ProvisionedThroughputExceededException`, classified as the real
+client's errors are) and closes the shard with a null `NextShardIterator`, as Kinesis does. The
+checkpoint store is the real SQLite store and the function a real in-process handler target.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from esm.arns import SourceKind, parse_source_arn
+from esm.config import MappingConfig, StreamsConfig
+from esm.destinations import FailedBatch
+from esm.errors import ExpiredIteratorError, RetriableAwsError
+from esm.events import encode_record, kinesis_record
+from esm.logging import get_logger
+from esm.metrics import Metrics
+from esm.policy import StreamPolicy
+from esm.shard_consumer import ShardConsumer, StopReason, StreamContext
+from esm.sources._shards import Page, Shard, StreamRecord
+from esm.state import Checkpoint, Position, SqliteCheckpointStore
+from esm.targets.base import Invocation, InvokeResult
+
+ARN = "arn:aws:kinesis:us-east-1:123456789012:stream/scripted"
+SHARD = "shardId-000000000000"
+
+
+class ScriptedStream:
+    """A one-shard Kinesis stream with scripted records and failures (see the module docstring)."""
+
+    kind = SourceKind.KINESIS
+    read_interval = 0.0
+    page_limit = 10_000
+
+    def __init__(self, arrivals: list[float], failures: list[Exception] | None = None) -> None:
+        self.source = parse_source_arn(ARN)
+        self.records = [self._record(i, a) for i, a in enumerate(arrivals)]
+        self.failures = list(failures or [])
+        self.iterators: list[Checkpoint] = []
+        self.reads = 0
+
+    def _record(self, i: int, arrival: float) -> StreamRecord:
+        raw = {
+            "SequenceNumber": str(1000 + i),
+            "ApproximateArrivalTimestamp": arrival,
+            "Data": str(i).encode(),
+            "PartitionKey": "k",
+        }
+        record = kinesis_record(raw, shard_id=SHARD, source=self.source, invoke_identity_arn="arn:aws:iam::1:role/r")
+        return StreamRecord(1000 + i, str(1000 + i), "k", arrival, record, encode_record(record))
+
+    async def list_shards(self) -> list[Shard]:
+        return [Shard(SHARD, closed=True)]
+
+    async def iterator(self, shard_id: str, checkpoint: Checkpoint) -> str:
+        self.iterators.append(checkpoint)
+        if checkpoint.position is Position.AFTER_SEQUENCE_NUMBER:
+            assert checkpoint.sequence is not None
+            return str(int(checkpoint.sequence) - 1000 + 1)
+        return "0"
+
+    async def read(self, shard_id: str, iterator: str, limit: int) -> Page:
+        self.reads += 1
+        if self.failures:
+            raise self.failures.pop(0)
+        start = int(iterator)
+        page = self.records[start : start + 2]  # small pages, so a failure can land mid-shard
+        end = start + len(page)
+        return Page(page, str(end) if end < len(self.records) else None, 0.0)
+
+
+class Handler:
+    """An in-process function that records every event and fails records listed in `poison`."""
+
+    name = "fn"
+    timeout = 5.0
+
+    def __init__(self, poison: set[str] | None = None) -> None:
+        self.events: list[list[str]] = []
+        self.poison = poison or set()
+
+    async def invoke(self, invocation: Invocation) -> InvokeResult:
+        data = [r["kinesis"]["sequenceNumber"] for r in invocation.event["Records"]]
+        self.events.append(data)
+        if self.poison & set(data):
+            return InvokeResult("Unhandled", json.dumps({"errorMessage": "poison"}).encode())
+        return InvokeResult(None, b"")
+
+
+class Destination:
+    """Collects failure records as a destination would receive them."""
+
+    arn = "arn:aws:sqs:us-east-1:123456789012:failed"
+
+    def __init__(self) -> None:
+        self.batches: list[FailedBatch] = []
+
+    async def send(self, batch: FailedBatch) -> None:
+        self.batches.append(batch)
+
+
+async def consume(
+    tmp_path: Path, stream: ScriptedStream, handler: Handler, destination: Destination | None, **mapping: Any
+) -> tuple[StopReason, dict[str, Checkpoint], CollectorRegistry]:
+    """Run one consumer over the scripted shard to its end; return why it stopped and the checkpoints."""
+    m = MappingConfig.model_validate(
+        {"EventSourceArn": ARN, "FunctionName": "fn", "StartingPosition": "TRIM_HORIZON", **mapping}
+    )
+    registry = CollectorRegistry()
+    settings = StreamsConfig.model_validate({"idle_poll_interval": 0.01, "retry_delay": {"initial": 0.01}})
+    async with SqliteCheckpointStore(tmp_path / "state.db") as store:
+        ctx = StreamContext(
+            mapping=m,
+            stream=stream,
+            invoker=handler,  # type: ignore[arg-type]  # the Invoker protocol's context methods are unused here
+            store=store,
+            destination=destination,
+            settings=settings,
+            metrics=Metrics(registry).for_mapping(m.uuid, "fn", "kinesis"),
+            log=get_logger(),
+            function_arn="arn:aws:lambda:us-east-1:123456789012:function:fn",
+            policy=StreamPolicy(
+                maximum_retry_attempts=m.maximum_retry_attempts,
+                maximum_record_age=m.maximum_record_age,
+                bisect=m.bisect_on_function_error,
+            ),
+        )
+        consumer = ShardConsumer(ctx, Shard(SHARD, closed=True), Checkpoint(Position.TRIM_HORIZON))
+        reason = await asyncio.wait_for(consumer.run(), 20)
+        return reason, await store.load(m.uuid, ARN), registry
+
+
+class TestRecordAge:
+    """MaximumRecordAgeInSeconds (ESM-SPEC.md §4.2, §8 vector 7)."""
+
+    async def test_records_too_old_at_start_are_reported_and_never_invoked(self, tmp_path: Path) -> None:
+        """Vector 7: RecordAgeExceeded, approximateInvokeCount 1, no responseContext; the rest is delivered."""
+        now = time.time()
+        stream = ScriptedStream([now - 120, now - 1, now - 1])
+        handler, destination = Handler(), Destination()
+        reason, checkpoints, _ = await consume(
+            tmp_path, stream, handler, destination, MaximumRecordAgeInSeconds=60, MaximumRetryAttempts=0
+        )
+        assert [s for e in handler.events for s in e] == ["1001", "1002"]
+        [old] = destination.batches
+        assert (old.condition, old.approximate_invoke_count, old.response) == ("RecordAgeExceeded", 1, None)
+        assert (old.info.start_sequence, old.info.end_sequence, old.info.batch_size) == ("1000", "1000", 1)
+        assert reason is StopReason.SHARD_END
+        assert checkpoints[SHARD].position is Position.SHARD_END
+
+    async def test_records_that_expire_while_retried_are_discarded(self, tmp_path: Path) -> None:
+        """With infinite retries, a failing record leaves when it passes the age limit (recorded behaviour)."""
+        now = time.time()
+        stream = ScriptedStream([now - 59.7])
+        handler, destination = Handler(poison={"1000"}), Destination()
+        await consume(tmp_path, stream, handler, destination, MaximumRecordAgeInSeconds=60)
+        [old] = destination.batches
+        assert old.condition == "RecordAgeExceeded"
+        assert old.approximate_invoke_count == len(handler.events) >= 2
+        assert old.response is None
+
+
+class TestIteratorsAndThrottling:
+    """An expired iterator is rebuilt from the read position; throttling only delays the shard."""
+
+    async def test_an_expired_iterator_is_rebuilt_without_loss_or_repeat(self, tmp_path: Path) -> None:
+        """After ExpiredIteratorException the consumer resumes after the last record it read."""
+        stream = ScriptedStream([time.time()] * 5)
+        handler = Handler()
+        real_read = stream.read
+        calls = 0
+
+        async def expire_once(shard_id: str, iterator: str, limit: int) -> Page:
+            nonlocal calls
+            calls += 1
+            if calls == 2:
+                raise ExpiredIteratorError("GetRecords", "ExpiredIteratorException", "Iterator expired")
+            return await real_read(shard_id, iterator, limit)
+
+        stream.read = expire_once  # type: ignore[method-assign]
+        reason, _, _ = await consume(tmp_path, stream, handler, None)
+        assert [s for e in handler.events for s in e] == [str(1000 + i) for i in range(5)]
+        assert stream.iterators == [Checkpoint(Position.TRIM_HORIZON), Checkpoint.after("1001")]
+        assert reason is StopReason.SHARD_END
+
+    async def test_throttling_backs_off_and_loses_nothing(self, tmp_path: Path) -> None:
+        """ProvisionedThroughputExceeded is counted as a source error and the shard goes on afterwards."""
+        throttled = RetriableAwsError("GetRecords", "ProvisionedThroughputExceededException", "Rate exceeded")
+        stream = ScriptedStream([time.time()] * 3, failures=[throttled, throttled])
+        handler = Handler()
+        _, _, registry = await consume(tmp_path, stream, handler, None)
+        assert [s for e in handler.events for s in e] == ["1000", "1001", "1002"]
+        samples = [
+            s.value
+            for metric in registry.collect()
+            if metric.name == "esm_source_errors"
+            for s in metric.samples
+            if s.labels.get("code") == "ProvisionedThroughputExceededException" and s.name.endswith("_total")
+        ]
+        assert samples == [2.0]
