@@ -1,4 +1,4 @@
-"""The `esm` command: run, dev, validate, schema, send (DESIGN.md §2).
+"""The `esm` command: run, dev, validate, schema, send, checkpoints (DESIGN.md §2).
 
 Exit codes: 0 success, 2 invalid configuration or usage, 1 a runtime failure.
 """
@@ -44,12 +44,33 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("schema", help="print the JSON Schema of the configuration file")
 
-    send = sub.add_parser("send", help="send a message to an SQS queue named in a configuration")
+    send = sub.add_parser("send", help="send a message to an SQS queue or a record to a Kinesis stream")
     send.add_argument("--config", "-c", required=True, help="configuration file (its aws: section is used)")
-    send.add_argument("--queue", required=True, help="queue name or ARN")
+    target = send.add_mutually_exclusive_group(required=True)
+    target.add_argument("--queue", help="queue name or ARN")
+    target.add_argument("--stream", help="Kinesis stream name or ARN")
+    send.add_argument("--partition-key", default="esm-send", help="PartitionKey (Kinesis)")
     send.add_argument("--group-id", help="MessageGroupId (FIFO queues)")
     send.add_argument("--count", type=int, default=1, help="send the body this many times")
     send.add_argument("body", help="message body")
+
+    cps = sub.add_parser("checkpoints", help="list or move the stream checkpoints in the SQLite state file")
+    cp_sub = cps.add_subparsers(dest="action", required=True, metavar="ACTION")
+    cp_list = cp_sub.add_parser("list", help="show every stored checkpoint (works while the daemon runs)")
+    cp_list.add_argument("--config", "-c", required=True, help="configuration file (YAML)")
+    cp_list.add_argument("--mapping", metavar="UUID", help="only this mapping's checkpoints")
+    cp_list.add_argument("--format", default="table", choices=["table", "json"], help="output format")
+    cp_set = cp_sub.add_parser("set", help="move a shard's checkpoint while the daemon is stopped (replay, skip)")
+    cp_set.add_argument("--config", "-c", required=True, help="configuration file (YAML)")
+    cp_set.add_argument("--mapping", required=True, metavar="UUID", help="a Kinesis or DynamoDB Streams mapping")
+    cp_set.add_argument("--shard", required=True, metavar="SHARD_ID", help="a shard id, or `all` for every shard")
+    cp_set.add_argument(
+        "--to",
+        required=True,
+        metavar="POSITION",
+        help="a sequence number (that record is processed again), TRIM_HORIZON, LATEST, "
+        "or a time: 2026-11-22T10:00:00Z or @EPOCH_SECONDS (Kinesis only)",
+    )
     return p
 
 
@@ -75,6 +96,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "schema":
         print(json.dumps(json_schema(), indent=2))
         return EXIT_OK
+    if args.command == "checkpoints":
+        from esm.checkpoints import run_checkpoints
+
+        return run_checkpoints(args)
     try:
         config = load_config(args.config)
     except ConfigError as exc:
@@ -84,6 +109,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "send":
         from esm.dev import send_messages
 
+        if args.stream is not None:
+            from esm.dev import put_records
+
+            return asyncio.run(put_records(config, args.stream, args.body, args.count, args.partition_key))
         return asyncio.run(send_messages(config, args.queue, args.body, args.count, args.group_id))
 
     from esm.daemon import run_daemon

@@ -88,3 +88,61 @@ class TestDevMode:
                 proc.kill()
         assert code == 0, log.read_text()[-2000:]
         assert '{"order": 1}' not in log.read_text(), "message bodies are never printed"
+
+    async def test_streams_config_creates_streams_tables_and_destinations(self, tmp_path: Path) -> None:
+        """config/streams.yaml: the stream, table and failure queue exist; records reach the handler; a failing
+        record reaches the failure queue after its retries; checkpoints are listed after SIGTERM."""
+        shutil.copytree(ROOT / "config" / "handlers", tmp_path / "handlers")
+        config = yaml.safe_load((ROOT / "config" / "streams.yaml").read_text())
+        port = _free_port()
+        config["dev"]["port"] = port
+        config["http"]["listen"] = f"127.0.0.1:{_free_port()}"
+        config["streams"]["retry_delay"] = {"initial": 0.1, "maximum": 0.2}
+        path = tmp_path / "streams.yaml"
+        path.write_text(yaml.safe_dump(config))
+        log = tmp_path / "out.log"
+        proc = _start_dev(path, log)
+
+        def esm(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [sys.executable, "-m", "esm", *args], capture_output=True, text=True, check=True, timeout=60
+            )
+
+        try:
+            await wait_for(lambda: '"event": "daemon_started"' in log.read_text(), within=60)
+            sent = await asyncio.to_thread(esm, "send", "--config", str(path), "--stream", "clicks", '{"click": 1}')
+            shard, sequence = sent.stdout.split()
+            await wait_for(lambda: f"[streams] kinesis {shard}:{sequence}" in log.read_text(), within=30)
+            await asyncio.to_thread(esm, "send", "--config", str(path), "--stream", "clicks", '{"fail": true}')
+            session = get_session()
+            kwargs = {
+                "region_name": "us-east-1",
+                "endpoint_url": f"http://127.0.0.1:{port}",
+                "aws_access_key_id": "dev",
+                "aws_secret_access_key": "dev",
+            }
+            async with (
+                session.create_client("sqs", **kwargs) as sqs,
+                session.create_client("dynamodb", **kwargs) as ddb,
+            ):
+                url = (await sqs.get_queue_url(QueueName="clicks-failed"))["QueueUrl"]
+                messages: list[dict[str, object]] = []
+                for _ in range(60):
+                    resp = await sqs.receive_message(QueueUrl=url, WaitTimeSeconds=1)
+                    messages += [json.loads(m["Body"]) for m in resp.get("Messages", [])]
+                    if messages:
+                        break
+                assert messages, log.read_text()[-3000:]
+                assert messages[0]["requestContext"]["approximateInvokeCount"] == 3  # type: ignore[index]
+                await ddb.put_item(TableName="orders", Item={"id": {"S": "o-1"}})
+                await wait_for(lambda: "[streams] dynamodb INSERT" in log.read_text(), within=30)
+            proc.send_signal(signal.SIGTERM)
+            code = await asyncio.to_thread(proc.wait, 30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert code == 0, log.read_text()[-2000:]
+        listed = await asyncio.to_thread(esm, "checkpoints", "list", "--config", str(path), "--format", "json")
+        rows = json.loads(listed.stdout)
+        assert {r["shard_id"] for r in rows if r["stream_arn"].endswith("stream/clicks")} >= {shard}
+        assert '{"click": 1}' not in log.read_text(), "record data is never printed"
