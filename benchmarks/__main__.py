@@ -1,5 +1,8 @@
 """`make bench`: esm's CPU cost per message against a bare aiobotocore loop, in one run.
 
+Two cases: SQS (below) and Kinesis (`benchmarks/kinesis.py`: CPU per 1,000 records against a
+bare GetRecords loop on kinesalite, and put-to-invoke latency p50/p99).
+
 Method: a moto server runs in its own process (its CPU is not counted). For each contender the
 same number of messages is put on a fresh standard queue; the contender drains it with 5
 concurrent pollers (receive 10 → invoke a no-op in-process handler → DeleteMessageBatch) and the
@@ -191,5 +194,9 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--records", type=int, default=5000, help="Kinesis records per round")
     args = parser.parse_args()
     asyncio.run(main(args.messages, args.rounds))
+    from benchmarks import kinesis
+
+    asyncio.run(kinesis.main(args.records, args.rounds))
