@@ -212,6 +212,7 @@ class StreamMappingRunner:
         while not self.ctx.stopping.is_set():
             try:
                 await self.store.save(key, checkpoint)
+                self.metrics.checkpoints.inc()
                 return checkpoint
             except Exception as exc:  # noqa: BLE001 - any store failure: count it and try again
                 tries += 1

@@ -44,8 +44,9 @@ class ScriptedStream:
     read_interval = 0.0
     page_limit = 10_000
 
-    def __init__(self, arrivals: list[float], failures: list[Exception] | None = None) -> None:
+    def __init__(self, arrivals: list[float], failures: list[Exception] | None = None, data_size: int = 0) -> None:
         self.source = parse_source_arn(ARN)
+        self.data_size = data_size
         self.records = [self._record(i, a) for i, a in enumerate(arrivals)]
         self.failures = list(failures or [])
         self.iterators: list[Checkpoint] = []
@@ -55,7 +56,7 @@ class ScriptedStream:
         raw = {
             "SequenceNumber": str(1000 + i),
             "ApproximateArrivalTimestamp": arrival,
-            "Data": str(i).encode(),
+            "Data": str(i).encode().ljust(self.data_size, b"."),
             "PartitionKey": "k",
         }
         record = kinesis_record(raw, shard_id=SHARD, source=self.source, invoke_identity_arn="arn:aws:iam::1:role/r")
@@ -210,3 +211,14 @@ class TestIteratorsAndThrottling:
             if s.labels.get("code") == "ProvisionedThroughputExceededException" and s.name.endswith("_total")
         ]
         assert samples == [2.0]
+
+
+class TestBatching:
+    """A batch never passes Lambda's 6 MB payload limit, measured on the serialized event (ESM-SPEC.md §2)."""
+
+    async def test_the_6_mb_limit_cuts_batches_on_the_event_size(self, tmp_path: Path) -> None:
+        """Four records of 1.5 MB (2 MB in base64): three fit one event, the fourth goes in the next."""
+        stream = ScriptedStream([time.time()] * 4, data_size=1_500_000)
+        handler = Handler()
+        await consume(tmp_path, stream, handler, None, MaximumBatchingWindowInSeconds=1)
+        assert handler.events == [["1000", "1001", "1002"], ["1003"]]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -147,6 +148,58 @@ class TestKinesis:
             await put(kinesis, name, ["new"])
             await wait_for(lambda: len(delivered("fl")) >= 1)
         assert delivered("fl") == ["new"]
+
+    async def test_at_timestamp_starts_at_the_first_record_at_or_after_it(
+        self, tmp_path: Path, moto_endpoint: str, kinesis: Any
+    ) -> None:
+        """StartingPosition AT_TIMESTAMP with StartingPositionTimestamp skips older records."""
+        name, arn = await create_stream(kinesis)
+        await put(kinesis, name, ["before"])
+        await asyncio.sleep(1.2)
+        start = time.time()
+        await asyncio.sleep(0.2)
+        await put(kinesis, name, ["after-1", "after-2"])
+        mapping = {
+            "EventSourceArn": arn,
+            "FunctionName": "fat",
+            "StartingPosition": "AT_TIMESTAMP",
+            "StartingPositionTimestamp": start,
+        }
+        async with running_daemon(tmp_path, stream_config(tmp_path, moto_endpoint, [mapping])):
+            await wait_for(lambda: len(delivered("fat")) >= 2)
+            await asyncio.sleep(0.3)
+        assert delivered("fat") == ["after-1", "after-2"]
+
+    async def test_latest_then_restart_keeps_what_arrived_while_stopped(
+        self, tmp_path: Path, moto_endpoint: str, kinesis: Any
+    ) -> None:
+        """A LATEST mapping stopped before any record arrived still gets the records put while it was down."""
+        name, arn = await create_stream(kinesis)
+        mapping = {"EventSourceArn": arn, "FunctionName": "flr", "StartingPosition": "LATEST"}
+        config = stream_config(tmp_path, moto_endpoint, [mapping])
+        async with running_daemon(tmp_path, dict(config)):
+            await asyncio.sleep(1.0)
+        await put(kinesis, name, ["while-down"])
+        async with running_daemon(tmp_path, dict(config)):
+            await wait_for(lambda: len(delivered("flr")) >= 1)
+        assert delivered("flr") == ["while-down"]
+
+    async def test_shard_metrics_show_iterator_age_and_reader_lag(
+        self, tmp_path: Path, moto_endpoint: str, kinesis: Any
+    ) -> None:
+        """Per shard: iterator age of the last batch and how far the reader is behind, in seconds."""
+        name, arn = await create_stream(kinesis)
+        await put(kinesis, name, ["m"])
+        mapping = {"EventSourceArn": arn, "FunctionName": "fmet", "StartingPosition": "TRIM_HORIZON"}
+        async with running_daemon(tmp_path, stream_config(tmp_path, moto_endpoint, [mapping])) as daemon:
+            await wait_for(lambda: delivered("fmet") == ["m"])
+            await wait_for(lambda: _metric(daemon, "esm_checkpoint_writes_total{") >= 1)
+            shard = 'shard="shardId-000000000000"'
+            text = _exposition(daemon)
+            assert any(line.startswith("esm_iterator_age_seconds{") and shard in line for line in text)
+            assert any(line.startswith("esm_reader_behind_seconds{") and shard in line for line in text)
+            assert _metric(daemon, "esm_shards_held{") == 1
+            assert _metric(daemon, "esm_polled_events_total{") == 1
 
     async def test_parallelization_keeps_order_per_partition_key(
         self, tmp_path: Path, moto_endpoint: str, kinesis: Any
@@ -329,15 +382,34 @@ class TestFailurePolicy:
             assert bad.reason == f"Stream not found: {missing}"
 
 
-def _metric(daemon: Any, prefix: str) -> float:
-    """The sum of the samples of the daemon's registry whose exposition line starts with `prefix`."""
+class TestStreamDeleted:
+    """A stream deleted while its mapping runs: unhealthy with AWS's text; the daemon goes on."""
+
+    async def test_deleting_the_stream_makes_the_mapping_unhealthy(
+        self, tmp_path: Path, moto_endpoint: str, kinesis: Any
+    ) -> None:
+        """After DeleteStream the mapping reports `Stream not found: ARN` and the daemon still stops cleanly."""
+        name, arn = await create_stream(kinesis)
+        await put(kinesis, name, ["one"])
+        mapping = {"EventSourceArn": arn, "FunctionName": "fdel", "StartingPosition": "TRIM_HORIZON"}
+        async with running_daemon(tmp_path, stream_config(tmp_path, moto_endpoint, [mapping])) as daemon:
+            await wait_for(lambda: delivered("fdel") == ["one"])
+            await kinesis.delete_stream(StreamName=name)
+            health = daemon.health[0]
+            await wait_for(lambda: health.reason == f"Stream not found: {arn}", within=20)
+            assert health.state.value == "unhealthy"
+
+
+def _exposition(daemon: Any) -> list[str]:
+    """The daemon's /metrics text, line by line."""
     from prometheus_client import generate_latest
 
-    total = 0.0
-    for line in generate_latest(daemon.registry).decode().splitlines():
-        if line.startswith(prefix):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
+    return generate_latest(daemon.registry).decode().splitlines()
+
+
+def _metric(daemon: Any, prefix: str) -> float:
+    """The sum of the samples of the daemon's registry whose exposition line starts with `prefix`."""
+    return sum(float(line.rsplit(" ", 1)[1]) for line in _exposition(daemon) if line.startswith(prefix))
 
 
 VIEW_TYPES = ["KEYS_ONLY", "NEW_IMAGE", "OLD_IMAGE", "NEW_AND_OLD_IMAGES"]
