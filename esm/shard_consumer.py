@@ -160,9 +160,10 @@ class ShardConsumer:
         self._commit_lock = asyncio.Lock()
         batch = ctx.mapping.batch_size
         # Read up to two rounds of batches per call (at least 1,000 records), and pause reading while
-        # two calls' worth is read and not yet checkpointed: memory stays bounded per shard.
+        # two calls' worth (or two rounds of batches) is read and not yet checkpointed: memory stays
+        # bounded per shard, and a lane can always fill a whole batch.
         self.limit = min(ctx.stream.page_limit, max(2 * batch * pf, 1000))
-        self.high_water = 2 * self.limit
+        self.high_water = max(2 * self.limit, 2 * batch * pf)  # a full batch per lane always fits
         self._room = asyncio.Event()
         self._room.set()
         self._shard_metrics = ctx.metrics.for_shard(shard.shard_id)
