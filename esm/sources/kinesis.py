@@ -14,7 +14,7 @@ from typing import Any
 
 from esm.arns import SourceArn, SourceKind
 from esm.errors import classify
-from esm.events import encode_record, kinesis_record
+from esm.events import encode_kinesis_record, kinesis_record
 from esm.sources._shards import Page, Shard, StreamRecord, arrival_seconds
 from esm.state import Checkpoint, Position
 
@@ -89,7 +89,7 @@ class KinesisStream:
                     key=str(raw.get("PartitionKey", "")),
                     arrival=arrival_seconds(raw["ApproximateArrivalTimestamp"]),
                     record=record,
-                    encoded=encode_record(record),
+                    encoded=encode_kinesis_record(record),
                 )
             )
         behind = response.get("MillisBehindLatest")

@@ -7,7 +7,7 @@ import json
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from esm.arns import parse_source_arn
@@ -19,6 +19,7 @@ from esm.events import (
     KINESIS_RECORD_KEYS,
     dynamodb_item_key,
     dynamodb_record,
+    encode_kinesis_record,
     encode_record,
     kinesis_record,
 )
@@ -360,3 +361,30 @@ class TestEncoding:
         record = dynamodb_record(ddb_raw(NewImage=image), source=TABLE_STREAM)
         parsed = json.loads(encode_record(record))
         assert {name: _decode(value) for name, value in parsed["dynamodb"]["NewImage"].items()} == image
+
+
+class TestFastKinesisEncoding:
+    """`encode_kinesis_record` is byte-for-byte `encode_record` (it only skips the generic encoder)."""
+
+    @settings(max_examples=300)
+    @given(
+        key=st.text(min_size=1, max_size=40),
+        data=st.binary(max_size=200),
+        seq=st.integers(min_value=0, max_value=10**56),
+        arrival=st.floats(min_value=0, max_value=4e9, allow_nan=False),
+        encrypted=st.booleans(),
+    )
+    def test_matches_the_generic_encoder(
+        self, key: str, data: bytes, seq: int, arrival: float, encrypted: bool
+    ) -> None:
+        """Any partition key (quotes, control characters, non-ASCII), data, sequence number and time."""
+        raw = {
+            "SequenceNumber": str(seq),
+            "ApproximateArrivalTimestamp": datetime.fromtimestamp(arrival, UTC),
+            "Data": data,
+            "PartitionKey": key,
+        }
+        if encrypted:
+            raw["EncryptionType"] = "KMS"
+        record = kinesis_record(raw, shard_id="shardId-000000000001", source=STREAM, invoke_identity_arn=ROLE)
+        assert encode_kinesis_record(record) == encode_record(record)
