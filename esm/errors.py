@@ -4,7 +4,8 @@
     ├── ConfigError (esm.config)          the configuration cannot be used
     ├── AwsError                          an AWS API call failed
     │   ├── RetriableAwsError             throttling, 5xx, connection trouble: try again later
-    │   │   └── ExpiredIteratorError      a shard iterator expired or points at trimmed data: get a new one
+    │   │   ├── ExpiredIteratorError      a shard iterator expired: get a new one at the same position
+    │   │   └── TrimmedDataError          the position was trimmed past the stream's retention
     │   └── FatalAwsError                 permissions, validation, missing resource: retrying won't help
     │       └── SourceNotFoundError       the queue or stream does not exist (any more)
     └── InvokeError                       a target could not be invoked (never a function error)
@@ -42,6 +43,7 @@ __all__ = [
     "PayloadTooLargeError",
     "RetriableAwsError",
     "SourceNotFoundError",
+    "TrimmedDataError",
     "classify",
 ]
 
@@ -69,7 +71,11 @@ class RetriableAwsError(AwsError):
 
 
 class ExpiredIteratorError(RetriableAwsError):
-    """A shard iterator can no longer be used (expired, or its position was trimmed): get a new one."""
+    """A shard iterator expired: get a new one at the same position."""
+
+
+class TrimmedDataError(RetriableAwsError):
+    """The requested position is older than the stream's retention: those records are gone."""
 
 
 class FatalAwsError(AwsError):
@@ -133,7 +139,7 @@ _NOT_FOUND_CODES = frozenset(
     }
 )
 
-_EXPIRED_ITERATOR_CODES = frozenset({"ExpiredIteratorException", "TrimmedDataAccessException"})
+_EXPIRED_ITERATOR_CODES = frozenset({"ExpiredIteratorException"})
 
 
 def classify(operation: str, exc: BaseException) -> AwsError:
@@ -149,6 +155,8 @@ def classify(operation: str, exc: BaseException) -> AwsError:
             return SourceNotFoundError(operation, code, message)
         if code in _EXPIRED_ITERATOR_CODES:
             return ExpiredIteratorError(operation, code, message)
+        if code == "TrimmedDataAccessException":
+            return TrimmedDataError(operation, code, message)
         if code in _THROTTLING_CODES or status == 429 or status >= 500:
             return RetriableAwsError(operation, code, message)
         return FatalAwsError(operation, code, message)

@@ -232,7 +232,7 @@ def decide_stream(
     return StreamDecision("retry", start, counted, outcome, reason)
 
 
-def expired(arrivals: Sequence[float], now: float, maximum_record_age: int) -> tuple[int, ...]:
+def expired(arrivals: Sequence[float], now: float, maximum_record_age: float) -> tuple[int, ...]:
     """Indexes of records older than MaximumRecordAgeInSeconds at `now` (ESM-SPEC.md §4.2, "Record age").
 
     Age is measured from each record's arrival in the stream (Kinesis approximateArrivalTimestamp,

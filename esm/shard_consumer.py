@@ -37,6 +37,7 @@ from esm.errors import (
     InvokeServiceError,
     PayloadTooLargeError,
     SourceNotFoundError,
+    TrimmedDataError,
 )
 from esm.events import EVENT_LIMIT_BYTES, assemble_event, event_size
 from esm.policy import Attempt, StreamPolicy, decide_stream, expired
@@ -76,11 +77,21 @@ class StreamContext:
     function_arn: str
     policy: StreamPolicy
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    retention: float | None = None
+    """The stream's retention in seconds: with MaximumRecordAgeInSeconds -1, a record retried this long
+    has expired in the stream and is discarded as AWS does (ESM-SPEC.md §4.2). None: not known."""
 
-    def on_source_error(self, exc: AwsError) -> None:
+    @property
+    def maximum_record_age(self) -> float:
+        """The age at which records are discarded: MaximumRecordAgeInSeconds, else the retention."""
+        if self.policy.maximum_record_age >= 0:
+            return self.policy.maximum_record_age
+        return self.retention if self.retention is not None else -1
+
+    def on_source_error(self, exc: AwsError, shard: str | None = None) -> None:
         """Hook for the mapping runner: a source call failed (health, metrics)."""
 
-    def on_source_ok(self) -> None:
+    def on_source_ok(self, shard: str | None = None) -> None:
         """Hook for the mapping runner: a source call succeeded."""
 
     def on_target_error(self, exc: InvokeFatalError) -> None:
@@ -220,20 +231,36 @@ class ShardConsumer:
                 self.log.info("iterator_renewed", reason=exc.code)
                 iterator = None
                 continue
+            except TrimmedDataError as exc:
+                # The position is older than the stream keeps: those records are gone (the stream expired
+                # them, as AWS's own consumers lose them). Go on from the oldest record still there.
+                ctx.metrics.source_error(exc.code)
+                self.log.error("records_trimmed", after=self.read_position or self.start.sequence, reason=exc.message)
+                self.read_position = None
+                self.start = Checkpoint(Position.TRIM_HORIZON)
+                iterator = None
+                continue
             except AwsError as exc:
                 failures += 1
                 iterator = None if isinstance(exc, SourceNotFoundError) else iterator
                 ctx.metrics.source_error(exc.code)
-                ctx.on_source_error(exc)
+                ctx.on_source_error(exc, self.shard.shard_id)
                 delay = backoff_delay(ctx.settings.retry_delay, failures)
                 self.log.warning("shard_read_failed", code=exc.code, reason=exc.message, retry_in=round(delay, 2))
                 if await ctx.sleep(delay):
                     break
                 continue
             failures = 0
-            ctx.on_source_ok()
+            ctx.on_source_ok(self.shard.shard_id)
             ctx.metrics.polled.inc(len(page.records))
             now = time.time()
+            if page.records and self.read_position is None and self.start.position is Position.LATEST:
+                # LATEST names no record: pin the first one read, so that a crash before the first
+                # checkpoint resumes here instead of at a later tip (records would be skipped).
+                pinned = Checkpoint(Position.AT_SEQUENCE_NUMBER, page.records[0].sequence_number)
+                if not await self._save_until_done(pinned):
+                    break
+                self.start = pinned
             if page.records:
                 self.tracker.add(page.records)
                 for record in page.records:
@@ -319,7 +346,7 @@ class ShardConsumer:
         service_failures = 0
         while todo and not ctx.stopping.is_set():
             records, attempt = todo.popleft()
-            old = expired([r.arrival for r in records], time.time(), ctx.policy.maximum_record_age)
+            old = expired([r.arrival for r in records], time.time(), ctx.maximum_record_age)
             if old:
                 stale = [records[i] for i in old]
                 if not await self._discard(stale, "RecordAgeExceeded", attempt, None, str(uuid.uuid4())):

@@ -12,10 +12,13 @@ shard that is eligible: not finished, and every parent finished or no longer lis
 - else TRIM_HORIZON: a shard that appeared later (a child after a reshard) is read from its
   beginning, so nothing written to it is lost.
 
-A consumer that starts without a checkpoint writes its start position at once, so a restart
-resumes from there rather than re-reading (or skipping) what came before. Kinesis LATEST is
-written as AT_TIMESTAMP of the start time, so records that arrive while esm is down are not
-skipped on restart; DynamoDB Streams has no AT_TIMESTAMP, so LATEST stays LATEST there.
+The first start stores the start of every listed shard in one transaction, so a crash cannot
+leave some of them to restart at TRIM_HORIZON. Kinesis LATEST is stored as AT_TIMESTAMP of the
+start time, so records that arrive while esm is down are not
+skipped on restart; DynamoDB Streams has no AT_TIMESTAMP: LATEST stays LATEST until the consumer
+pins the first record it reads (before processing it), so a crash never skips records either.
+With MaximumRecordAgeInSeconds -1, a record retried for the stream's whole retention has expired
+and is discarded (RecordAgeExceeded), as AWS retries "until the records expire".
 
 A deleted or missing stream makes the mapping unhealthy with AWS's text (`Stream not found: ARN`,
 ESM-SPEC.md §1.1) while other mappings go on; the runner keeps retrying with backoff.
@@ -41,19 +44,17 @@ from esm.targets.base import Invoker
 
 __all__ = ["StreamMappingRunner"]
 
-_TARGET_PAUSE_MAX = 60.0
-
 
 class _Context(StreamContext):
     """The shared context, with the runner's health hooks."""
 
     runner: StreamMappingRunner
 
-    def on_source_error(self, exc: AwsError) -> None:
-        self.runner.source_failed(exc)
+    def on_source_error(self, exc: AwsError, shard: str | None = None) -> None:
+        self.runner.source_failed(exc, shard)
 
-    def on_source_ok(self) -> None:
-        self.runner.source_ok()
+    def on_source_ok(self, shard: str | None = None) -> None:
+        self.runner.source_ok(shard)
 
     def on_target_error(self, exc: InvokeFatalError) -> None:
         self.runner.target_failed(exc)
@@ -106,6 +107,8 @@ class StreamMappingRunner:
         self._wake = asyncio.Event()
         self._source_failures = 0
         self._target_failures = 0
+        self._target_reason = ""
+        self._failing: dict[str | None, str] = {}
 
     # lifecycle ------------------------------------------------------------------------------
 
@@ -129,17 +132,22 @@ class StreamMappingRunner:
             self.log.info("mapping_disabled")
             return
         checkpoints = await self.store.load(self.mapping.uuid, self.mapping.EventSourceArn)
-        fresh = not checkpoints
         finished = {shard for shard, cp in checkpoints.items() if cp.finished}
         consumers: dict[str, asyncio.Task[StopReason]] = {}
-        first = True
-        self.log.info("mapping_started", checkpoints=len(checkpoints), fresh=fresh)
+        self.log.info("mapping_started", checkpoints=len(checkpoints))
         try:
             async with asyncio.TaskGroup() as tg:
                 while not self.ctx.stopping.is_set():
                     self._wake.clear()
                     try:
                         listed = await self.stream.list_shards()
+                        if not checkpoints:
+                            # A mapping's first start: every shard listed now starts where StartingPosition
+                            # says (a whole lineage of closed shards included), stored in one transaction so
+                            # that a crash cannot leave half of them to restart at TRIM_HORIZON.
+                            checkpoints.update(await self._first_start(listed))
+                            finished.update(shard for shard, cp in checkpoints.items() if cp.finished)
+                        await self._ensure_retention()
                     except AwsError as exc:
                         self.source_failed(exc)
                         self._source_failures += 1
@@ -147,16 +155,19 @@ class StreamMappingRunner:
                         continue
                     self._source_failures = 0
                     self.source_ok()
+                    present = {s.shard_id for s in listed}
+                    for shard_id, task in list(consumers.items()):
+                        if shard_id not in present:
+                            # Trimmed past the stream's retention while being read: nothing is left to read.
+                            self.log.error("shard_disappeared", shard=shard_id)
+                            finished.add(shard_id)
+                            task.cancel()
                     for shard in eligible_shards(listed, finished):
                         if shard.shard_id in consumers:
                             continue
-                        start = checkpoints.get(shard.shard_id) or await self._initial(shard, fresh and first)
+                        start = checkpoints.get(shard.shard_id) or await self._initial(shard)
                         if start is None:
                             continue  # stopping
-                        if start.finished:
-                            finished.add(shard.shard_id)
-                            self._wake.set()
-                            continue
                         checkpoints[shard.shard_id] = start
                         consumer = ShardConsumer(self.ctx, shard, start)
                         task = tg.create_task(consumer.run(), name=f"shard-{self.mapping.uuid}-{shard.shard_id}")
@@ -166,7 +177,6 @@ class StreamMappingRunner:
                                 self._consumer_done, shard_id=shard.shard_id, finished=finished, consumers=consumers
                             )
                         )
-                    first = False
                     self.metrics.shards_held.set(len(consumers))
                     await self._wait_for_discovery()
                 self.health.set(MappingState.STOPPING)
@@ -183,6 +193,7 @@ class StreamMappingRunner:
         consumers: dict[str, asyncio.Task[StopReason]],
     ) -> None:
         consumers.pop(shard_id, None)
+        self._failing.pop(shard_id, None)
         self.metrics.shards_held.set(len(consumers))
         if not task.cancelled() and task.exception() is None and task.result() is StopReason.SHARD_END:
             finished.add(shard_id)
@@ -195,65 +206,101 @@ class StreamMappingRunner:
         except TimeoutError:
             pass
 
-    async def _initial(self, shard: Shard, use_starting_position: bool) -> Checkpoint | None:
-        """The start of a shard without a checkpoint, written at once (see the module docstring)."""
-        position = self.mapping.starting_position if use_starting_position else "TRIM_HORIZON"
+    async def _ensure_retention(self) -> None:
+        """With MaximumRecordAgeInSeconds -1, records are retried until the stream expires them (§4.2)."""
+        if self.ctx.policy.maximum_record_age >= 0 or self.ctx.retention is not None:
+            return
+        self.ctx.retention = await self.stream.retention_seconds()
+
+    def _start_of(self, shard: Shard, position: str) -> Checkpoint:
         if position == "LATEST" and shard.closed:
-            checkpoint = Checkpoint(Position.SHARD_END)
-        elif position == "LATEST" and self.stream.kind.value == "kinesis":
-            checkpoint = Checkpoint(Position.AT_TIMESTAMP, timestamp=time.time())
-        elif position == "AT_TIMESTAMP":
+            return Checkpoint(Position.SHARD_END)  # nothing is ever written after a closed shard's tip
+        if position == "LATEST" and self.stream.kind.value == "kinesis":
+            # "Records after now", kept across a restart that comes before the first record. It reads the
+            # host clock: with NTP the skew is far below the minutes AWS itself may take to start a LATEST
+            # mapping (ESM-SPEC.md §4.2, "LATEST can miss records").
+            return Checkpoint(Position.AT_TIMESTAMP, timestamp=time.time())
+        if position == "AT_TIMESTAMP":
             assert self.mapping.StartingPositionTimestamp is not None
-            checkpoint = Checkpoint(Position.AT_TIMESTAMP, timestamp=self.mapping.StartingPositionTimestamp)
-        else:
-            checkpoint = Checkpoint(Position(position))
+            return Checkpoint(Position.AT_TIMESTAMP, timestamp=self.mapping.StartingPositionTimestamp)
+        return Checkpoint(Position(position))
+
+    async def _first_start(self, listed: list[Shard]) -> dict[str, Checkpoint]:
+        """Store the StartingPosition of every listed shard at once (the mapping's first start)."""
+        starts = {s.shard_id: self._start_of(s, self.mapping.starting_position) for s in listed}
+        await self._save_with_retries(
+            [(CheckpointKey(self.mapping.uuid, self.mapping.EventSourceArn, sid), cp) for sid, cp in starts.items()]
+        )
+        self.log.info("starting_positions_stored", shards=len(starts), position=self.mapping.starting_position)
+        return starts
+
+    async def _initial(self, shard: Shard) -> Checkpoint | None:
+        """A shard that appeared after the first start (a child after a reshard): TRIM_HORIZON, stored."""
+        checkpoint = self._start_of(shard, "TRIM_HORIZON")
         key = CheckpointKey(self.mapping.uuid, self.mapping.EventSourceArn, shard.shard_id)
+        return checkpoint if await self._save_with_retries([(key, checkpoint)]) else None
+
+    async def _save_with_retries(self, items: list[tuple[CheckpointKey, Checkpoint]]) -> bool:
+        """Store checkpoints (atomically), retrying with backoff; False if the mapping stopped first."""
         tries = 0
         while not self.ctx.stopping.is_set():
             try:
-                await self.store.save(key, checkpoint)
-                self.metrics.checkpoints.inc()
-                return checkpoint
+                await self.store.save_all(items)
+                self.metrics.checkpoints.inc(len(items))
+                return True
             except Exception as exc:  # noqa: BLE001 - any store failure: count it and try again
                 tries += 1
                 self.metrics.checkpoint_failures.inc()
-                self.log.error("checkpoint_failed", shard=shard.shard_id, reason=str(exc))
+                self.log.error("checkpoint_failed", reason=str(exc))
                 await self.ctx.sleep(backoff_delay(self.settings.retry_delay, tries))
-        return None
+        return False
 
     # health ---------------------------------------------------------------------------------
+    # The mapping is unhealthy while the listing or any shard fails, or the function is unreachable;
+    # each origin (None: the listing; else a shard id) is tracked, so one failing shard cannot be
+    # hidden by the successful reads of the others.
 
-    def source_failed(self, exc: AwsError) -> None:
+    def source_failed(self, exc: AwsError, shard: str | None = None) -> None:
         """A stream call failed: unhealthy with the reason (AWS's text for a missing stream)."""
-        self.metrics.mapping_up.set(0)
         if isinstance(exc, SourceNotFoundError):
             reason = f"Stream not found: {self.mapping.EventSourceArn}"
         else:
-            reason = str(exc)
-        if self.health.reason != reason:
-            self.log.error("source_unavailable", code=exc.code, reason=reason, retriable=exc.retriable)
-        self.health.set(MappingState.UNHEALTHY, reason)
+            reason = str(exc) if shard is None else f"{shard}: {exc}"
+        if self._failing.get(shard) != reason:
+            self.log.error("source_unavailable", code=exc.code, reason=reason, retriable=exc.retriable, shard=shard)
+        self._failing[shard] = reason
+        self._update_health()
 
-    def source_ok(self) -> None:
-        """A stream call succeeded: running again, unless the function is unreachable."""
-        if self.health.state is MappingState.UNHEALTHY and self._target_failures == 0:
-            self.log.info("source_recovered")
-        if self._target_failures == 0 and self.health.state in (MappingState.STARTING, MappingState.UNHEALTHY):
-            self.health.set(MappingState.RUNNING)
-            self.metrics.mapping_up.set(1)
+    def source_ok(self, shard: str | None = None) -> None:
+        """A stream call succeeded."""
+        if self._failing.pop(shard, None) is not None:
+            self.log.info("source_recovered", shard=shard)
+            self._update_health()
+        elif self.health.state is MappingState.STARTING:
+            self._update_health()
 
     def target_failed(self, exc: InvokeFatalError) -> None:
         """The function cannot be reached (missing, denied): unhealthy until it answers again."""
         self._target_failures += 1
-        self.metrics.mapping_up.set(0)
-        self.health.set(MappingState.UNHEALTHY, f"function unreachable: {exc}")
         if self._target_failures == 1:
             self.log.error("invoke_failed", reason=str(exc))
+        self._target_reason = f"function unreachable: {exc}"
+        self._update_health()
 
     def target_ok(self) -> None:
         """The function answered."""
         if self._target_failures:
             self._target_failures = 0
-            self.health.set(MappingState.RUNNING)
-            self.metrics.mapping_up.set(1)
             self.log.info("function_recovered")
+            self._update_health()
+
+    def _update_health(self) -> None:
+        if self.health.state in (MappingState.STOPPING, MappingState.STOPPED):
+            return
+        reasons = list(self._failing.values()) + ([self._target_reason] if self._target_failures else [])
+        if reasons:
+            self.metrics.mapping_up.set(0)
+            self.health.set(MappingState.UNHEALTHY, reasons[0])
+        else:
+            self.metrics.mapping_up.set(1)
+            self.health.set(MappingState.RUNNING)

@@ -95,6 +95,10 @@ class StreamSource(Protocol):
         """One GetRecords call."""
         ...
 
+    async def retention_seconds(self) -> float:
+        """How long the stream keeps records (the age at which a retried record expires)."""
+        ...
+
 
 def eligible_shards(listed: Sequence[Shard], finished: Iterable[str]) -> list[Shard]:
     """The listed shards a consumer may start now, parents before children.

@@ -10,10 +10,11 @@ AT_TIMESTAMP does not exist here (the configuration rejects it).
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from esm.arns import SourceArn, SourceKind
-from esm.errors import classify
+from esm.errors import RetriableAwsError, classify
 from esm.events import dynamodb_item_key, dynamodb_record, encode_record
 from esm.sources._shards import Page, Shard, StreamRecord, arrival_seconds
 from esm.state import Checkpoint, Position
@@ -75,16 +76,26 @@ class DynamoDbStream:
             raise classify("GetRecords", exc) from exc
         records = []
         for raw in response.get("Records", []):
-            record = dynamodb_record(raw, source=self.source)
-            sequence_number = str(raw["dynamodb"]["SequenceNumber"])
-            records.append(
-                StreamRecord(
-                    sequence=int(sequence_number),
-                    sequence_number=sequence_number,
-                    key=dynamodb_item_key(raw),
-                    arrival=arrival_seconds(raw["dynamodb"].get("ApproximateCreationDateTime", 0)),
-                    record=record,
-                    encoded=encode_record(record),
+            try:
+                record = dynamodb_record(raw, source=self.source)
+                sequence_number = str(raw["dynamodb"]["SequenceNumber"])
+                created = raw["dynamodb"].get("ApproximateCreationDateTime")
+                records.append(
+                    StreamRecord(
+                        sequence=int(sequence_number),
+                        sequence_number=sequence_number,
+                        key=dynamodb_item_key(raw),
+                        # AWS always sends it; without it, never take a record for an old one.
+                        arrival=arrival_seconds(created) if created is not None else time.time(),
+                        record=record,
+                        encoded=encode_record(record),
+                    )
                 )
-            )
+            except (KeyError, TypeError, ValueError) as exc:
+                # Never skip it and never crash: the shard waits (unhealthy, counted) and reads again.
+                raise RetriableAwsError("GetRecords", "MalformedRecord", f"{type(exc).__name__}: {exc}") from exc
         return Page(records, response.get("NextShardIterator"))
+
+    async def retention_seconds(self) -> float:
+        """DynamoDB Streams keeps records 24 hours (ESM-SPEC.md §5.3)."""
+        return 24 * 3600.0

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from esm.arns import SourceArn, SourceKind
-from esm.errors import classify
+from esm.errors import RetriableAwsError, classify
 from esm.events import encode_kinesis_record, kinesis_record
 from esm.sources._shards import Page, Shard, StreamRecord, arrival_seconds
 from esm.state import Checkpoint, Position
@@ -78,19 +78,31 @@ class KinesisStream:
             raise classify("GetRecords", exc) from exc
         records = []
         for raw in response.get("Records", []):
-            record = kinesis_record(
-                raw, shard_id=shard_id, source=self.source, invoke_identity_arn=self.invoke_identity_arn
-            )
-            sequence_number = str(raw["SequenceNumber"])
-            records.append(
-                StreamRecord(
-                    sequence=int(sequence_number),
-                    sequence_number=sequence_number,
-                    key=str(raw.get("PartitionKey", "")),
-                    arrival=arrival_seconds(raw["ApproximateArrivalTimestamp"]),
-                    record=record,
-                    encoded=encode_kinesis_record(record),
+            try:
+                record = kinesis_record(
+                    raw, shard_id=shard_id, source=self.source, invoke_identity_arn=self.invoke_identity_arn
                 )
-            )
+                sequence_number = str(raw["SequenceNumber"])
+                records.append(
+                    StreamRecord(
+                        sequence=int(sequence_number),
+                        sequence_number=sequence_number,
+                        key=str(raw.get("PartitionKey", "")),
+                        arrival=arrival_seconds(raw["ApproximateArrivalTimestamp"]),
+                        record=record,
+                        encoded=encode_kinesis_record(record),
+                    )
+                )
+            except (KeyError, TypeError, ValueError) as exc:
+                # Never skip it and never crash: the shard waits (unhealthy, counted) and reads again.
+                raise RetriableAwsError("GetRecords", "MalformedRecord", f"{type(exc).__name__}: {exc}") from exc
         behind = response.get("MillisBehindLatest")
         return Page(records, response.get("NextShardIterator"), behind / 1000 if behind is not None else None)
+
+    async def retention_seconds(self) -> float:
+        """RetentionPeriodHours of the stream (DescribeStreamSummary), in seconds."""
+        try:
+            summary = (await self.client.describe_stream_summary(StreamName=self.name))["StreamDescriptionSummary"]
+        except Exception as exc:
+            raise classify("DescribeStreamSummary", exc) from exc
+        return float(summary.get("RetentionPeriodHours", 24)) * 3600

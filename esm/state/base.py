@@ -13,6 +13,7 @@ lease (it raises `esm.errors.LeaseLostError` when another replica took the shard
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -91,6 +92,10 @@ class CheckpointStore(Protocol):
 
     async def save(self, key: CheckpointKey, checkpoint: Checkpoint) -> None:
         """Write a checkpoint; it is durable (survives a crash of the process) when this returns."""
+        ...
+
+    async def save_all(self, checkpoints: Sequence[tuple[CheckpointKey, Checkpoint]]) -> None:
+        """Write several checkpoints atomically (all or none); durable when this returns."""
         ...
 
     async def list_all(self) -> list[tuple[CheckpointKey, Checkpoint]]:

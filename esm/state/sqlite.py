@@ -26,7 +26,7 @@ import fcntl
 import os
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -257,6 +257,30 @@ class SqliteCheckpointStore:
         )
         # Autocommit: the statement is its own transaction, fsynced (synchronous=FULL) before it returns.
         await self._query("saving a checkpoint", lambda db: db.execute(_UPSERT, values))
+
+    async def save_all(self, checkpoints: Sequence[tuple[CheckpointKey, Checkpoint]]) -> None:
+        """Write several checkpoints in one transaction: all of them are stored, or none."""
+        now = time.time()
+        rows = [
+            (
+                k.mapping_uuid,
+                k.stream_arn,
+                k.shard_id,
+                c.position.value,
+                c.sequence,
+                c.timestamp,
+                now,
+                c.window_state,
+            )
+            for k, c in checkpoints
+        ]
+
+        def write(db: sqlite3.Connection) -> None:
+            with db:  # one transaction, committed (and fsynced) on leaving the block
+                db.execute("BEGIN")
+                db.executemany(_UPSERT, rows)
+
+        await self._query("saving checkpoints", write)
 
     async def list_all(self) -> list[tuple[CheckpointKey, Checkpoint]]:
         """Every checkpoint in the store, ordered by mapping, stream and shard."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from prometheus_client import CollectorRegistry
 from esm.arns import SourceKind, parse_source_arn
 from esm.config import MappingConfig, StreamsConfig
 from esm.destinations import FailedBatch
-from esm.errors import ExpiredIteratorError, RetriableAwsError
+from esm.errors import ExpiredIteratorError, RetriableAwsError, TrimmedDataError
 from esm.events import encode_record, kinesis_record
 from esm.logging import get_logger
 from esm.metrics import Metrics
@@ -113,7 +114,13 @@ class Destination:
 
 
 async def consume(
-    tmp_path: Path, stream: ScriptedStream, handler: Handler, destination: Destination | None, **mapping: Any
+    tmp_path: Path,
+    stream: ScriptedStream,
+    handler: Handler,
+    destination: Destination | None,
+    start: Checkpoint | None = None,
+    retention: float | None = None,
+    **mapping: Any,
 ) -> tuple[StopReason, dict[str, Checkpoint], CollectorRegistry]:
     """Run one consumer over the scripted shard to its end; return why it stopped and the checkpoints."""
     m = MappingConfig.model_validate(
@@ -137,8 +144,9 @@ async def consume(
                 maximum_record_age=m.maximum_record_age,
                 bisect=m.bisect_on_function_error,
             ),
+            retention=retention,
         )
-        consumer = ShardConsumer(ctx, Shard(SHARD, closed=True), Checkpoint(Position.TRIM_HORIZON))
+        consumer = ShardConsumer(ctx, Shard(SHARD, closed=True), start or Checkpoint(Position.TRIM_HORIZON))
         reason = await asyncio.wait_for(consumer.run(), 20)
         return reason, await store.load(m.uuid, ARN), registry
 
@@ -222,3 +230,83 @@ class TestBatching:
         handler = Handler()
         await consume(tmp_path, stream, handler, None, MaximumBatchingWindowInSeconds=1)
         assert handler.events == [["1000", "1001", "1002"], ["1003"]]
+
+
+class TestReviewFindings:
+    """Paths a review found unguarded: trimmed positions, LATEST before the first checkpoint, expiry by retention."""
+
+    async def test_a_trimmed_checkpoint_goes_on_from_the_oldest_record(self, tmp_path: Path) -> None:
+        """TrimmedDataAccessException on GetShardIterator: resume at TRIM_HORIZON instead of asking forever."""
+        stream = ScriptedStream([time.time()] * 3)
+        real_iterator = stream.iterator
+
+        async def trimmed(shard_id: str, checkpoint: Checkpoint) -> str:
+            if checkpoint.position is Position.AFTER_SEQUENCE_NUMBER:
+                raise TrimmedDataError("GetShardIterator", "TrimmedDataAccessException", "trimmed")
+            return await real_iterator(shard_id, checkpoint)
+
+        stream.iterator = trimmed  # type: ignore[method-assign]
+        handler = Handler()
+        reason, _, _ = await consume(tmp_path, stream, handler, None, start=Checkpoint.after("900"))
+        assert [s for e in handler.events for s in e] == ["1000", "1001", "1002"]
+        assert reason is StopReason.SHARD_END
+
+    async def test_latest_pins_the_first_record_before_invoking(self, tmp_path: Path) -> None:
+        """A DynamoDB-style LATEST start stores the first record read before the function sees it."""
+        stream = ScriptedStream([time.time()] * 2)
+        seen: list[tuple[str, str | None]] = []
+
+        class Peek(Handler):
+            async def invoke(self, invocation: Invocation) -> InvokeResult:
+                if not seen:
+                    with sqlite3.connect(tmp_path / "state.db") as db:
+                        seen.extend(db.execute("SELECT position, sequence FROM checkpoints").fetchall())
+                return await super().invoke(invocation)
+
+        await consume(tmp_path, stream, Peek(), None, start=Checkpoint(Position.LATEST))
+        assert seen == [("AT_SEQUENCE_NUMBER", "1000")]
+
+    async def test_with_no_age_limit_a_record_expires_with_the_stream_retention(self, tmp_path: Path) -> None:
+        """MaximumRecordAgeInSeconds -1: retried until the stream would have expired it, then discarded."""
+        stream = ScriptedStream([time.time()])
+        handler, destination = Handler(poison={"1000"}), Destination()
+        await consume(tmp_path, stream, handler, destination, retention=0.3)
+        [old] = destination.batches
+        assert old.condition == "RecordAgeExceeded"
+        assert len(handler.events) >= 2
+
+
+class TestMappingHealth:
+    """One failing shard keeps the mapping unhealthy, whatever the other shards' reads do."""
+
+    def test_a_failing_shard_is_not_hidden_by_healthy_ones(self) -> None:
+        """Health follows the set of failing origins, not the last call."""
+        from esm.health import MappingHealth, MappingState
+        from esm.stream_runner import StreamMappingRunner
+
+        m = MappingConfig.model_validate({"EventSourceArn": ARN, "FunctionName": "fn", "StartingPosition": "LATEST"})
+        health = MappingHealth(m.uuid, "fn", ARN)
+        runner = StreamMappingRunner(
+            m,
+            ScriptedStream([]),
+            Handler(),  # type: ignore[arg-type]  # only the health hooks are exercised
+            None,  # type: ignore[arg-type]
+            None,
+            StreamsConfig(),
+            Metrics(CollectorRegistry()).for_mapping(m.uuid, "fn", "kinesis"),
+            health,
+            get_logger(),
+            function_arn="arn:aws:lambda:us-east-1:123456789012:function:fn",
+        )
+        broken = RetriableAwsError("GetRecords", "InternalFailure", "boom")
+        runner.source_ok()
+        assert health.state is MappingState.RUNNING
+        runner.source_failed(broken, "shard-a")
+        runner.source_ok("shard-b")
+        runner.source_ok()
+        assert (health.state, health.reason) == (
+            MappingState.UNHEALTHY,
+            "shard-a: GetRecords failed: InternalFailure: boom",
+        )
+        runner.source_ok("shard-a")
+        assert health.state is MappingState.RUNNING
