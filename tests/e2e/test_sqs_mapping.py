@@ -102,8 +102,10 @@ class TestPartialBatchResponses:
         """The first invocation's response deletes exactly the row's messages; the rest come back."""
         url, arn = await create_queue(sqs, unique("pbr"), VisibilityTimeout=1)
         fn = unique("fn")
-        for body in ("a", "b", "c"):
-            await sqs.send_message(QueueUrl=url, MessageBody=body)
+        # One SendMessageBatch: the three become visible together, so one receive takes them all.
+        await sqs.send_message_batch(
+            QueueUrl=url, Entries=[{"Id": body, "MessageBody": body} for body in ("a", "b", "c")]
+        )
 
         def behaviour(event: dict[str, Any], _ctx: Any) -> Any:
             if len(RECORDER.calls_of(fn)) > 1:
@@ -119,6 +121,7 @@ class TestPartialBatchResponses:
             "BatchSize": 10,
             "MaximumBatchingWindowInSeconds": 1,
             "FunctionResponseTypes": ["ReportBatchItemFailures"],
+            "ScalingConfig": {"MaximumConcurrency": 2},  # fewer pollers racing for the three messages
         }
         async with running_daemon(tmp_path, _config(moto_endpoint, fn, mapping, timeout=1)):
             await wait_for(lambda: len(RECORDER.bodies_of(fn)) >= 3)

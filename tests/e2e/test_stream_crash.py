@@ -124,10 +124,11 @@ class TestCrashRecovery:
                     proc.wait(10)
                 kills += 1
             await producer
+            log = tmp_path / "stderr.log"
+            started_before = log.read_text().count('"daemon_started"')
             proc = _spawn(config)
             try:
-                log = tmp_path / "stderr.log"
-                await wait_for(lambda: log.read_text().count('"daemon_started"') > KILLS, within=30)
+                await wait_for(lambda: log.read_text().count('"daemon_started"') > started_before, within=60)
                 await wait_for(lambda: {n for _, n in _delivered(tmp_path)} >= set(range(RECORDS)), within=60)
                 await asyncio.sleep(0.5)
             finally:
