@@ -1,4 +1,4 @@
-"""The `esm` command: run, dev, validate, schema, send, checkpoints (DESIGN.md §2).
+"""The `esm` command: run, dev, validate, schema, send, checkpoints, filter test (DESIGN.md §2).
 
 Exit codes: 0 success, 2 invalid configuration or usage, 1 a runtime failure.
 """
@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from esm import __version__
 from esm.config import ConfigError, json_schema, load_config
+from esm.filter_test import add_filter_parser, run_filter_test
 
 __all__ = ["main"]
 
@@ -43,6 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     val.add_argument("files", nargs="+", metavar="FILE")
 
     sub.add_parser("schema", help="print the JSON Schema of the configuration file")
+    add_filter_parser(sub)
 
     send = sub.add_parser("send", help="send a message to an SQS queue or a record to a Kinesis stream")
     send.add_argument("--config", "-c", required=True, help="configuration file (its aws: section is used)")
@@ -93,6 +95,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "validate":
         return _validate(args.files)
+    if args.command == "filter":
+        return run_filter_test(args)
     if args.command == "schema":
         print(json.dumps(json_schema(), indent=2))
         return EXIT_OK
