@@ -197,6 +197,7 @@ if __name__ == "__main__":
     parser.add_argument("--records", type=int, default=5000, help="Kinesis records per round")
     args = parser.parse_args()
     asyncio.run(main(args.messages, args.rounds))
-    from benchmarks import kinesis
+    from benchmarks import filtering, kinesis
 
     asyncio.run(kinesis.main(args.records, args.rounds))
+    filtering.main(rounds=args.rounds)

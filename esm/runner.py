@@ -32,6 +32,7 @@ from esm.errors import (
     SourceNotFoundError,
 )
 from esm.events import assemble_event
+from esm.filtering import compile_filters
 from esm.health import MappingHealth, MappingState
 from esm.metrics import MappingMetrics
 from esm.policy import decide_sqs
@@ -105,6 +106,7 @@ class SqsMappingRunner:
         self.health = health
         self.log = logger
         self.scaler = Scaler(mapping.maximum_concurrency)
+        self.filter = compile_filters(mapping.filter_patterns, mapping.source.kind)
         self._stopping = asyncio.Event()
         self._gathers: set[asyncio.Task[list[SqsMessage]]] = set()
         self._workers: set[asyncio.Task[None]] = set()
@@ -178,6 +180,7 @@ class SqsMappingRunner:
             # Recorded AWS events carry md5OfMessageAttributes: null only with a window (ESM-SPEC.md §3.1).
             null_md5_when_absent=self.mapping.batching_window > 0,
             metrics=self.metrics,
+            filter=self.filter,
         )
         current = asyncio.current_task()
         try:

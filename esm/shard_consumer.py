@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 
 from structlog.typing import FilteringBoundLogger
 
+from esm.arns import SourceKind
 from esm.errors import (
     AwsError,
     ExpiredIteratorError,
@@ -40,6 +41,7 @@ from esm.errors import (
     TrimmedDataError,
 )
 from esm.events import EVENT_LIMIT_BYTES, assemble_event, event_size
+from esm.filtering import CompiledFilter, compile_filters
 from esm.policy import Attempt, StreamPolicy, decide_stream, expired
 from esm.sources._shards import Checkpointer, Shard, StreamRecord, StreamSource
 from esm.state import Checkpoint, CheckpointKey, CheckpointStore, Position
@@ -76,6 +78,8 @@ class StreamContext:
     log: FilteringBoundLogger
     function_arn: str
     policy: StreamPolicy
+    filter: CompiledFilter = field(default_factory=lambda: compile_filters([], SourceKind.KINESIS))
+    """The mapping's FilterCriteria (no filters: every record passes)."""
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     retention: float | None = None
     """The stream's retention in seconds: with MaximumRecordAgeInSeconds -1, a record retried this long
@@ -263,9 +267,17 @@ class ShardConsumer:
                 self.start = pinned
             if page.records:
                 self.tracker.add(page.records)
+                dropped = []
                 for record in page.records:
-                    self._lane_for(record).put(record)
+                    if ctx.filter.matches(record.record):
+                        self._lane_for(record).put(record)
+                    else:
+                        dropped.append(record)
                 self.read_position = page.records[-1].sequence_number
+                if dropped:
+                    # Filtered out: done, and checkpointed past like processed records (ESM-SPEC.md §6.4).
+                    ctx.metrics.filtered_out.inc(len(dropped))
+                    await self._complete(dropped)
             behind = page.behind_seconds
             if behind is None:
                 behind = max(0.0, now - page.records[-1].arrival) if page.records else 0.0

@@ -34,6 +34,7 @@ from structlog.typing import FilteringBoundLogger
 
 from esm.config import MappingConfig, StreamsConfig
 from esm.errors import AwsError, InvokeFatalError, SourceNotFoundError
+from esm.filtering import compile_filters
 from esm.health import MappingHealth, MappingState
 from esm.metrics import MappingMetrics
 from esm.policy import StreamPolicy
@@ -102,6 +103,7 @@ class StreamMappingRunner:
                 bisect=mapping.bisect_on_function_error,
                 report_batch_item_failures=mapping.report_batch_item_failures,
             ),
+            filter=compile_filters(mapping.filter_patterns, mapping.source.kind),
         )
         self.ctx.runner = self
         self._wake = asyncio.Event()

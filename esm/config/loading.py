@@ -17,7 +17,7 @@ import yaml
 from pydantic import ValidationError
 
 from esm.config.models import Config, ConfigError, ConfigFile, FunctionConfig, MappingConfig, Problem
-from esm.config.rules import function_problems, mapping_problems, state_problems
+from esm.config.rules import filter_criteria_problems, function_problems, mapping_problems, state_problems
 
 __all__ = ["load_config", "parse_config"]
 
@@ -122,6 +122,7 @@ def parse_config(text: str, file: str, env: dict[str, str] | None = None) -> Con
         raise ConfigError(file, problems) from None
     problems.extend(function_problems(spec.functions))
     problems.extend(mapping_problems(list(enumerate(spec.event_source_mappings)), set(spec.functions)))
+    problems.extend(filter_criteria_problems(spec))
     problems.extend(state_problems(spec))
     if problems:
         raise ConfigError(file, problems)

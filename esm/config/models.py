@@ -414,6 +414,11 @@ class MappingConfig(_Frozen):
         return "ReportBatchItemFailures" in self.FunctionResponseTypes
 
     @property
+    def filter_patterns(self) -> list[str]:
+        """The FilterCriteria patterns (ORed); empty when the mapping has no filters."""
+        return [f.Pattern for f in self.FilterCriteria.Filters] if self.FilterCriteria is not None else []
+
+    @property
     def on_failure_destination(self) -> str | None:
         """DestinationConfig.OnFailure.Destination, or None when unset or empty (AWS's way to remove it)."""
         if self.DestinationConfig is None or self.DestinationConfig.OnFailure is None:
@@ -469,6 +474,12 @@ class ConfigFile(_Frozen):
     functions: dict[str, FunctionConfig] = Field(default_factory=dict, description="Targets by name.")
     event_source_mappings: list[MappingConfig] = Field(
         default_factory=list, description="The mappings, with CreateEventSourceMapping's parameter names."
+    )
+    filters_per_mapping: int = Field(
+        5,
+        ge=1,
+        le=10,
+        description="Most FilterCriteria filters a mapping may have: AWS's default quota is 5, raisable to 10.",
     )
     dev: DevConfig = Field(default_factory=DevConfig, description="Resources for `esm dev` only.")
 

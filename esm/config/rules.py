@@ -11,8 +11,15 @@ from collections.abc import Iterator
 from esm.arns import SourceArn, SourceKind, parse_function_arn
 from esm.config.models import ConfigFile, FunctionConfig, MappingConfig, Problem
 from esm.destinations import destination_problem
+from esm.filtering import filter_problems
 
-__all__ = ["check_visibility_timeout", "function_problems", "mapping_problems", "state_problems"]
+__all__ = [
+    "check_visibility_timeout",
+    "filter_criteria_problems",
+    "function_problems",
+    "mapping_problems",
+    "state_problems",
+]
 
 # Parameters AWS accepts only for stream sources, with the texts shown for SQS mappings.
 _STREAM_ONLY = (
@@ -51,12 +58,6 @@ def mapping_problems(mappings: list[tuple[int, MappingConfig]], functions: set[s
             yield Problem(
                 f"{at}.MaximumBatchingWindowInSeconds",
                 "Maximum batch window in seconds must be greater than 0 if maximum batch size is greater than 10",
-            )
-        if m.FilterCriteria is not None and m.FilterCriteria.Filters:
-            yield Problem(
-                f"{at}.FilterCriteria",
-                "event filtering is not available in this version of esm (planned in issue #4); "
-                "remove FilterCriteria so that no record is processed unfiltered by mistake",
             )
         if src.kind is SourceKind.SQS:
             yield from _sqs_problems(at, m, src)
@@ -136,6 +137,14 @@ def _stream_problems(at: str, m: MappingConfig, src: SourceArn) -> Iterator[Prob
             f"{at}.MaximumRecordAgeInSeconds",
             "MaximumRecordAgeInSeconds must be -1 (infinite) or between 60 and 604800",
         )
+
+
+def filter_criteria_problems(spec: ConfigFile) -> Iterator[Problem]:
+    """Every mapping's FilterCriteria: at most `filters_per_mapping` filters, each a valid pattern (§1.1, §6)."""
+    for i, m in enumerate(spec.event_source_mappings):
+        for line in filter_problems(m.filter_patterns, m.source.kind, spec.filters_per_mapping):
+            path, _, reason = line.partition(": ")
+            yield Problem(f"event_source_mappings.{i}.FilterCriteria.{path}", reason)
 
 
 def state_problems(spec: ConfigFile) -> Iterator[Problem]:

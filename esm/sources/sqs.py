@@ -27,6 +27,7 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 from esm.arns import SourceArn
 from esm.errors import AwsError, RetriableAwsError, classify
 from esm.events import EVENT_LIMIT_BYTES, RECEIVE_KWARGS, encode_record, event_size, sqs_record
+from esm.filtering import CompiledFilter
 from esm.metrics import MappingMetrics
 
 if TYPE_CHECKING:
@@ -186,6 +187,8 @@ class BatchGatherer:
     metrics: MappingMetrics
     limit_bytes: int = EVENT_LIMIT_BYTES
     carry: list[SqsMessage] = field(default_factory=list)
+    filter: CompiledFilter | None = None
+    """The mapping's FilterCriteria: a message matching none is deleted at once (ESM-SPEC.md §6.4)."""
 
     async def next_batch(self, keeper: VisibilityKeeper) -> list[SqsMessage]:
         """Gather the next batch; messages are registered with `keeper` as soon as they arrive.
@@ -219,7 +222,7 @@ class BatchGatherer:
                     break  # invoke what was gathered; the error shows again on the next receive
                 self.metrics.polled.inc(len(raw))
                 now = time.monotonic()
-                fresh = self._messages(raw, now)
+                fresh = await self._filtered(self._messages(raw, now))
                 keeper.add(fresh)
                 for m in fresh:
                     # Once one message is carried over, every later one is too: FIFO order is kept.
@@ -243,6 +246,27 @@ class BatchGatherer:
         if held:
             await self.queue.change_visibility(held, 0)
             self.metrics.messages_released.inc(len(held))
+
+    async def _filtered(self, messages: list[SqsMessage]) -> list[SqsMessage]:
+        """The messages that match the mapping's filters; the others are deleted now, as AWS does.
+
+        Each message is evaluated as it arrives, before it joins a batch (ESM-SPEC.md §2, §6.4).
+        A filtered-out message whose delete fails is only counted: it comes back after its
+        visibility timeout and is filtered again.
+        """
+        if self.filter is None or not self.filter.active or not messages:
+            return messages
+        kept = [m for m in messages if self.filter.matches(m.record)]
+        if len(kept) == len(messages):
+            return messages
+        kept_ids = {id(m) for m in kept}
+        dropped = [m for m in messages if id(m) not in kept_ids]
+        self.metrics.filtered_out.inc(len(dropped))
+        failed = await self.queue.delete(dropped)
+        self.metrics.deleted.inc(len(dropped) - len(failed))
+        if failed:
+            self.metrics.delete_failures.inc(len(failed))
+        return kept
 
     def _fits(self, sizes: list[int], m: SqsMessage, batch: list[SqsMessage]) -> bool:
         # The first message always fits: SQS messages (≤ 1 MiB) are far below the 6 MB limit.

@@ -225,12 +225,12 @@ INVALID = [
         id="destination-config-on-sqs",
     ),
     pytest.param(
-        sqs_mapping("""FilterCriteria: {Filters: [{Pattern: '{"body": {"kind": ["order"]}}'}]}"""),
+        sqs_mapping("""FilterCriteria: {Filters: [{Pattern: '{"body": {"kind": "order"}}'}]}"""),
         [
-            f"{M0}.FilterCriteria: event filtering is not available in this version of esm (planned in issue #4); "
-            "remove FilterCriteria so that no record is processed unfiltered by mistake"
+            f"{M0}.FilterCriteria.Filters.0.Pattern: Invalid filter pattern definition. "
+            '(body.kind: must be an object or an array of values, not the string "order")'
         ],
-        id="filter-criteria-not-yet-supported",
+        id="filter-pattern-value-not-an-array",
     ),
     pytest.param(
         sqs_mapping("FunctionResponseTypes: [ReportItemFailures]"),
