@@ -233,3 +233,23 @@ class TestYamlBlockParser:
         """A fragment marker followed by text does not apply to a later block."""
         blocks = yaml_blocks("<!-- fragment -->\nSome text.\n```yaml\na: 1\n```\n")
         assert [b.fragment for b in blocks] == [False]
+
+
+class TestReadmeFilterExample:
+    """The README's `esm filter test` example prints what the README says it prints."""
+
+    def test_filter_test_example(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """The command is taken from README.md itself and run through the real CLI."""
+        import shlex
+
+        from esm.cli import main
+
+        text = README.read_text()
+        [line] = [ln for ln in text.splitlines() if ln.startswith(".venv/bin/esm filter test")]
+        code = main(shlex.split(line)[1:])
+        out = capsys.readouterr().out
+        assert code == 0
+        assert "NO MATCH" in out
+        claimed = re.search(r"prints `NO MATCH` and why \(`([^`]+)`\)", text)
+        assert claimed is not None
+        assert claimed.group(1) in out
