@@ -35,11 +35,12 @@ Semantics (what AWS documents, FILT/EB-OPS, and what real AWS did in the recordi
   number and does.
 
 Decisions where AWS is silent (each chosen to stay as close to EventBridge as evidence allows):
-1. Numbers compare by value (`[300]` matches `300.0` and `3.0e2`), in exact values and in
-   `anything-but`. The Lambda docs still say numbers compare by their text, but EventBridge's
-   current pattern compiler adds a numeric-equality matcher next to the text matcher for every
-   number in a value list (aws/event-ruler `JsonRuleCompiler`), so by value is what it does.
-   Booleans are never numbers (`[1]` does not match `true`).
+1. Numbers are equal when they are written alike, as the Lambda docs say (ESM-SPEC.md §6.2):
+   `[300]` matches 300 but not 300.0 or 3.0e2, in exact values and in `anything-but`. Numbers
+   read from JSON (patterns, bodies, Kinesis data) keep the text they were written with; numbers
+   esm builds itself (`approximateArrivalTimestamp`, `SizeBytes`) are written as the event shows
+   them. `numeric` compares by value. Booleans are never numbers (`[1]` does not match `true`).
+   (EventBridge's current compiler, aws/event-ruler, also matches by value; the spec decides.)
 2. Operators Lambda does not support are rejected with AWS's text and an esm detail rather than
    being accepted: `wildcard`, `cidr`, `exactly`, and `anything-but` with `prefix`, `suffix`,
    `equals-ignore-case` or `wildcard` ("Pipe support: No" in EB-OPS, absent from FILT).

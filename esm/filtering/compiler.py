@@ -19,6 +19,7 @@ from typing import Any
 from esm.arns import SourceKind
 from esm.filtering.syntax import (
     DATA_KEYS,
+    NUMBER_TYPES,
     AnythingBut,
     EqualsIgnoreCase,
     Exact,
@@ -31,6 +32,7 @@ from esm.filtering.syntax import (
     Prefix,
     Suffix,
     loads_strict,
+    number_text,
 )
 
 __all__ = [
@@ -237,7 +239,7 @@ def _compile_leaf(leaf: Leaf) -> Pred:
 
     def match(node: Any) -> bool:
         t = type(node)
-        if t is str or t is int or t is float or t is bool or node is None:
+        if t is str or t in NUMBER_TYPES or t is bool or node is None:
             return exists_true or ok(node)
         if node is MISSING or t is dict:
             return exists_false
@@ -261,7 +263,7 @@ def _never(value: Any) -> bool:
 def compile_scalar(matchers: tuple[Matcher, ...]) -> Pred:
     """One predicate for a list of value matchers (OR), with like matchers merged."""
     strings: set[str] = set()
-    numbers: set[int | float] = set()
+    numbers: set[str] = set()
     literals: set[bool | None] = set()  # true, false, null
     prefixes: list[str] = []
     suffixes: list[str] = []
@@ -277,7 +279,7 @@ def compile_scalar(matchers: tuple[Matcher, ...]) -> Pred:
             elif v is None or isinstance(v, bool):
                 literals.add(v)
             else:
-                numbers.add(v)
+                numbers.add(number_text(v))
         elif isinstance(m, Prefix):
             (folded_prefixes if m.ignore_case else prefixes).append(m.text.lower() if m.ignore_case else m.text)
         elif isinstance(m, Suffix):
@@ -323,7 +325,7 @@ def compile_scalar(matchers: tuple[Matcher, ...]) -> Pred:
         elif value is None:
             if null_ok:
                 return True
-        elif (t is int or t is float) and value in exact_numbers:
+        elif t in NUMBER_TYPES and number_text(value) in exact_numbers:
             return True
         for check in tail:  # noqa: SIM110 - hot path, see above
             if check(value):
@@ -358,14 +360,14 @@ def _folded(equal: frozenset[str], prefixes: tuple[str, ...], suffixes: tuple[st
 
 
 def _anything_but(m: AnythingBut) -> Pred:
-    strings, numbers = m.strings, m.numbers
+    strings, numbers = m.strings, frozenset(number_text(n) for n in m.numbers)
 
     def check(value: Any) -> bool:
         t = type(value)
         if t is str:
             return value not in strings
-        if t is int or t is float:
-            return value not in numbers
+        if t in NUMBER_TYPES:
+            return number_text(value) not in numbers
         return True  # true, false and null are never among the excluded strings or numbers
 
     return check
@@ -376,7 +378,7 @@ def _numeric(m: Numeric) -> Pred:
 
     def check(value: Any) -> bool:
         t = type(value)
-        if t is not int and t is not float:
+        if t not in NUMBER_TYPES:
             return False
         if lo is not None and (value < lo if lo_inc else value <= lo):
             return False

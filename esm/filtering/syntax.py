@@ -76,7 +76,7 @@ class FilterPatternError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Exact:
-    """Equals a JSON value: a string, a number (by value), true, false or null."""
+    """Equals a JSON value: a string, a number (by its JSON text), true, false or null."""
 
     value: str | int | float | bool | None
 
@@ -106,7 +106,7 @@ class EqualsIgnoreCase:
 
 @dataclass(frozen=True, slots=True)
 class AnythingBut:
-    """Any value except the listed strings, or except the listed numbers (compared by value)."""
+    """Any value except the listed strings, or except the listed numbers (compared by their JSON text)."""
 
     strings: frozenset[str] = frozenset()
     numbers: frozenset[int | float] = frozenset()
@@ -166,7 +166,43 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+class JsonInt(int):
+    """An integer read from JSON text, remembering how it was written (`text`)."""
+
+    text: str
+
+    def __new__(cls, text: str) -> JsonInt:
+        number = super().__new__(cls, text)
+        number.text = text
+        return number
+
+
+class JsonFloat(float):
+    """A number with a fraction or an exponent read from JSON text, remembering how it was written."""
+
+    text: str
+
+    def __new__(cls, text: str) -> JsonFloat:
+        number = super().__new__(cls, text)
+        number.text = text
+        return number
+
+
+NUMBER_TYPES: frozenset[type] = frozenset({int, float, JsonInt, JsonFloat})
+"""The types of JSON numbers (never bool): exact `type(x) in NUMBER_TYPES` checks keep the hot path fast."""
+
+
+def number_text(value: int | float) -> str:
+    """How a number is written in JSON: as read (`JsonInt`/`JsonFloat`), else as esm writes it.
+
+    Filters compare numbers for equality by this text, as the Lambda docs say: 300, 300.0 and
+    3.0e2 are three different values (ESM-SPEC.md §6.2). `numeric` compares by value.
+    """
+    text = getattr(value, "text", None)
+    return text if text is not None else json.dumps(value)
+
+
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=JsonFloat, parse_int=JsonInt)
 
 
 def loads_strict(text: str) -> Any:

@@ -92,7 +92,7 @@ def _ref_decode(raw: Any, source: SourceKind) -> Any:
     elif not isinstance(raw, str):
         return raw
     try:
-        return json.loads(raw, parse_constant=_no_constants)
+        return ref_loads(raw)
     except ValueError:
         return _NOT_JSON
 
@@ -120,10 +120,39 @@ def _is_num(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool)
 
 
+class _RefInt(int):
+    text: str
+
+
+class _RefFloat(float):
+    text: str
+
+
+def _ref_number(cls: type[Any], text: str) -> Any:
+    number = cls(text)
+    number.text = text
+    return number
+
+
+def ref_loads(text: str) -> Any:
+    """The reference's JSON reader: numbers keep the text they were written with (ESM-SPEC.md §6.2)."""
+    return json.loads(
+        text,
+        parse_constant=_no_constants,
+        parse_int=lambda t: _ref_number(_RefInt, t),
+        parse_float=lambda t: _ref_number(_RefFloat, t),
+    )
+
+
+def _num_text(v: Any) -> str:
+    """A number as written: as read from JSON, else as json.dumps writes it."""
+    return getattr(v, "text", None) or json.dumps(v)
+
+
 def _ref_value(w: Any, v: Any) -> bool:
     if not isinstance(w, dict):
         if _is_num(w):
-            return _is_num(v) and v == w
+            return _is_num(v) and _num_text(v) == _num_text(w)
         return type(v) is type(w) and v == w
     ((op, arg),) = w.items()
     if op in ("prefix", "suffix"):
@@ -139,7 +168,7 @@ def _ref_value(w: Any, v: Any) -> bool:
         if isinstance(v, str):
             return v not in [x for x in excluded if isinstance(x, str)]
         if _is_num(v):
-            return not any(_is_num(x) and x == v for x in excluded)
+            return not any(_is_num(x) and _num_text(x) == _num_text(v) for x in excluded)
         return True
     if op == "numeric":
         if not _is_num(v):
@@ -158,7 +187,7 @@ def matches(pattern: Any, record: dict[str, Any], source: SourceKind = DYNAMODB)
     """Compile one pattern (a dict is JSON-encoded) and match `record`; checks the reference agrees."""
     text = pattern if isinstance(pattern, str) else json.dumps(pattern)
     result = compile_filters([text], source).matches(record)
-    assert result == reference_matches([json.loads(text)], record, source), "reference disagrees"
+    assert result == reference_matches([ref_loads(text)], record, source), "reference disagrees"
     return result
 
 
@@ -224,11 +253,19 @@ class TestEquals:
         assert not matches({"LastName": [""]}, {"LastName": None})
         assert not matches({"LastName": [""]}, {})
 
-    def test_numbers_equal_by_value(self) -> None:
-        """300, 300.0 and 3.0e2 are one number (decision 1 in esm.filtering)."""
+    def test_numbers_equal_only_as_written(self) -> None:
+        """300, 300.0 and 3.0e2 are three values for equality (ESM-SPEC.md §6.2, FILT)."""
+        assert matches('{"Price": [300]}', {"Price": 300})
+        for text in ("300.0", "3.0e2"):
+            assert not matches('{"Price": [300]}', {"Price": json.loads(text)}), text
+            assert not matches('{"Price": [' + text + "]}", {"Price": 300}), text
+        assert matches('{"body": {"Price": [3.0e2]}}', {"body": '{"Price": 3.0e2}'}, SQS)
+        assert not matches('{"body": {"Price": [3.0e2]}}', {"body": '{"Price": 300.0}'}, SQS)
+
+    def test_numeric_compares_by_value(self) -> None:
+        """`numeric` = 300 matches every spelling of three hundred."""
         for text in ("300", "300.0", "3.0e2"):
-            assert matches('{"Price": [300]}', {"Price": json.loads(text)}), text
-            assert matches('{"Price": [' + text + "]}", {"Price": 300}), text
+            assert matches('{"body": {"Price": [{"numeric": ["=", 300]}]}}', {"body": '{"Price": ' + text + "}"}, SQS)
 
     def test_numbers_and_strings_differ(self) -> None:
         """The number 300 does not match the string "300", nor the reverse."""
@@ -325,11 +362,12 @@ class TestAnythingBut:
         assert matches({"state": [{"anything-but": "initializing"}]}, {"state": "running"})
         assert not matches({"state": [{"anything-but": "initializing"}]}, {"state": "initializing"})
 
-    def test_numbers_by_value(self) -> None:
-        """Excluded numbers compare by value: 100.0 is excluded by 100."""
+    def test_numbers_as_written(self) -> None:
+        """Excluded numbers compare as written: 100 excludes 100 but not 100.0 (ESM-SPEC.md §6.2)."""
         pattern = {"x": [{"anything-but": [100, 200]}]}
         assert matches(pattern, {"x": 150})
-        assert not matches(pattern, {"x": 100.0})
+        assert not matches(pattern, {"x": 100})
+        assert matches(pattern, {"x": 100.0})
         assert matches({"x": [{"anything-but": 5}]}, {"x": 6})
 
     def test_missing_field_does_not_match(self) -> None:
