@@ -104,6 +104,24 @@ class StreamContext:
     def on_target_ok(self) -> None:
         """Hook for the mapping runner: the function answered."""
 
+    async def save_checkpoints(
+        self, items: Sequence[tuple[CheckpointKey, Checkpoint]], log: FilteringBoundLogger
+    ) -> bool:
+        """Store checkpoints (atomically), retrying with backoff until stored; False if the mapping stopped."""
+        tries = 0
+        while True:
+            try:
+                await self.store.save_all(items)
+            except Exception as exc:  # noqa: BLE001 - any store failure: count it and try again
+                tries += 1
+                self.metrics.checkpoint_failures.inc()
+                log.error("checkpoint_failed", reason=str(exc))
+                if await self.sleep(backoff_delay(self.settings.retry_delay, tries)):
+                    return False
+                continue
+            self.metrics.checkpoints.inc(len(items))
+            return True
+
     async def sleep(self, seconds: float) -> bool:
         """Sleep, waking at once on stop; True if stopping."""
         if self.stopping.is_set():
@@ -199,7 +217,7 @@ class ShardConsumer:
         finally:
             await self._commit()
         drained = closed and not self.ctx.stopping.is_set() and self.tracker.outstanding == 0
-        if drained and await self._save_until_done(Checkpoint(Position.SHARD_END)):
+        if drained and await self.ctx.save_checkpoints([(self.key, Checkpoint(Position.SHARD_END))], self.log):
             self._shard_metrics.remove()
             self.log.info("shard_ended")
             return StopReason.SHARD_END
@@ -262,7 +280,7 @@ class ShardConsumer:
                 # LATEST names no record: pin the first one read, so that a crash before the first
                 # checkpoint resumes here instead of at a later tip (records would be skipped).
                 pinned = Checkpoint(Position.AT_SEQUENCE_NUMBER, page.records[0].sequence_number)
-                if not await self._save_until_done(pinned):
+                if not await self.ctx.save_checkpoints([(self.key, pinned)], self.log):
                     break
                 self.start = pinned
             if page.records:
@@ -548,19 +566,3 @@ class ShardConsumer:
                 return
             self.saved = position
             self.ctx.metrics.checkpoints.inc()
-
-    async def _save_until_done(self, checkpoint: Checkpoint) -> bool:
-        """Write a checkpoint, retrying with backoff until it is stored or the mapping stops."""
-        tries = 0
-        while True:
-            try:
-                await self.ctx.store.save(self.key, checkpoint)
-            except Exception as exc:  # noqa: BLE001 - any store failure: count it and try again
-                tries += 1
-                self.ctx.metrics.checkpoint_failures.inc()
-                self.log.error("checkpoint_failed", reason=str(exc))
-                if await self.ctx.sleep(backoff_delay(self.ctx.settings.retry_delay, tries)):
-                    return False
-                continue
-            self.ctx.metrics.checkpoints.inc()
-            return True

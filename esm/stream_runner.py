@@ -230,8 +230,9 @@ class StreamMappingRunner:
     async def _first_start(self, listed: list[Shard]) -> dict[str, Checkpoint]:
         """Store the StartingPosition of every listed shard at once (the mapping's first start)."""
         starts = {s.shard_id: self._start_of(s, self.mapping.starting_position) for s in listed}
-        await self._save_with_retries(
-            [(CheckpointKey(self.mapping.uuid, self.mapping.EventSourceArn, sid), cp) for sid, cp in starts.items()]
+        await self.ctx.save_checkpoints(
+            [(CheckpointKey(self.mapping.uuid, self.mapping.EventSourceArn, sid), cp) for sid, cp in starts.items()],
+            self.log,
         )
         self.log.info("starting_positions_stored", shards=len(starts), position=self.mapping.starting_position)
         return starts
@@ -240,22 +241,7 @@ class StreamMappingRunner:
         """A shard that appeared after the first start (a child after a reshard): TRIM_HORIZON, stored."""
         checkpoint = self._start_of(shard, "TRIM_HORIZON")
         key = CheckpointKey(self.mapping.uuid, self.mapping.EventSourceArn, shard.shard_id)
-        return checkpoint if await self._save_with_retries([(key, checkpoint)]) else None
-
-    async def _save_with_retries(self, items: list[tuple[CheckpointKey, Checkpoint]]) -> bool:
-        """Store checkpoints (atomically), retrying with backoff; False if the mapping stopped first."""
-        tries = 0
-        while not self.ctx.stopping.is_set():
-            try:
-                await self.store.save_all(items)
-                self.metrics.checkpoints.inc(len(items))
-                return True
-            except Exception as exc:  # noqa: BLE001 - any store failure: count it and try again
-                tries += 1
-                self.metrics.checkpoint_failures.inc()
-                self.log.error("checkpoint_failed", reason=str(exc))
-                await self.ctx.sleep(backoff_delay(self.settings.retry_delay, tries))
-        return False
+        return checkpoint if await self.ctx.save_checkpoints([(key, checkpoint)], self.log) else None
 
     # health ---------------------------------------------------------------------------------
     # The mapping is unhealthy while the listing or any shard fails, or the function is unreachable;

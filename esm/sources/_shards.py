@@ -15,11 +15,12 @@ Two pure pieces live here because both sources need them and both are property-t
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from esm.arns import SourceArn, SourceKind
+from esm.errors import RetriableAwsError, classify
 from esm.state import Checkpoint
 
 __all__ = [
@@ -28,8 +29,8 @@ __all__ = [
     "Shard",
     "StreamRecord",
     "StreamSource",
-    "arrival_seconds",
     "eligible_shards",
+    "read_page",
 ]
 
 
@@ -160,8 +161,20 @@ class Checkpointer:
         return len(self._pending)
 
 
-def arrival_seconds(value: Any) -> float:
-    """Epoch seconds from a botocore timestamp (datetime) or a number."""
-    if hasattr(value, "timestamp"):
-        return float(value.timestamp())
-    return float(value)
+async def read_page(
+    client: Any, iterator: str, limit: int, build: Callable[[Mapping[str, Any]], StreamRecord]
+) -> tuple[list[StreamRecord], Mapping[str, Any]]:
+    """One GetRecords call (errors classified once), each record built with `build`; also the raw response.
+
+    A record that cannot be built is never skipped and never crashes the consumer: the page fails
+    as a retriable `MalformedRecord` source error, so the shard waits (unhealthy, counted) and reads again.
+    """
+    try:
+        response = await client.get_records(ShardIterator=iterator, Limit=limit)
+    except Exception as exc:
+        raise classify("GetRecords", exc) from exc
+    try:
+        records = [build(raw) for raw in response.get("Records", [])]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise RetriableAwsError("GetRecords", "MalformedRecord", f"{type(exc).__name__}: {exc}") from exc
+    return records, response

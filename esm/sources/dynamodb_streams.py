@@ -11,12 +11,13 @@ AT_TIMESTAMP does not exist here (the configuration rejects it).
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from esm.arns import SourceArn, SourceKind
-from esm.errors import RetriableAwsError, classify
+from esm.errors import classify
 from esm.events import dynamodb_item_key, dynamodb_record, encode_record
-from esm.sources._shards import Page, Shard, StreamRecord, arrival_seconds
+from esm.sources._shards import Page, Shard, StreamRecord, read_page
 from esm.state import Checkpoint, Position
 
 __all__ = ["DynamoDbStream"]
@@ -70,30 +71,23 @@ class DynamoDbStream:
 
     async def read(self, shard_id: str, iterator: str, limit: int) -> Page:
         """One GetRecords call, its records built into Lambda records."""
-        try:
-            response = await self.client.get_records(ShardIterator=iterator, Limit=min(limit, self.page_limit))
-        except Exception as exc:
-            raise classify("GetRecords", exc) from exc
-        records = []
-        for raw in response.get("Records", []):
-            try:
-                record = dynamodb_record(raw, source=self.source)
-                sequence_number = str(raw["dynamodb"]["SequenceNumber"])
-                created = raw["dynamodb"].get("ApproximateCreationDateTime")
-                records.append(
-                    StreamRecord(
-                        sequence=int(sequence_number),
-                        sequence_number=sequence_number,
-                        key=dynamodb_item_key(raw),
-                        # AWS always sends it; without it, never take a record for an old one.
-                        arrival=arrival_seconds(created) if created is not None else time.time(),
-                        record=record,
-                        encoded=encode_record(record),
-                    )
-                )
-            except (KeyError, TypeError, ValueError) as exc:
-                # Never skip it and never crash: the shard waits (unhealthy, counted) and reads again.
-                raise RetriableAwsError("GetRecords", "MalformedRecord", f"{type(exc).__name__}: {exc}") from exc
+
+        def build(raw: Mapping[str, Any]) -> StreamRecord:
+            record = dynamodb_record(raw, source=self.source)
+            stream = record["dynamodb"]
+            sequence_number = str(stream["SequenceNumber"])
+            created = stream.get("ApproximateCreationDateTime")
+            return StreamRecord(
+                sequence=int(sequence_number),
+                sequence_number=sequence_number,
+                key=dynamodb_item_key(raw),
+                # AWS always sends it; without it, never take a record for an old one.
+                arrival=created if created is not None else time.time(),
+                record=record,
+                encoded=encode_record(record),
+            )
+
+        records, response = await read_page(self.client, iterator, min(limit, self.page_limit), build)
         return Page(records, response.get("NextShardIterator"))
 
     async def retention_seconds(self) -> float:

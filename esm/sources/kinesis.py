@@ -9,13 +9,14 @@ GetRecords returns at most 10,000 records, and a shard serves 5 GetRecords calls
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from esm.arns import SourceArn, SourceKind
-from esm.errors import RetriableAwsError, classify
+from esm.errors import classify
 from esm.events import encode_kinesis_record, kinesis_record
-from esm.sources._shards import Page, Shard, StreamRecord, arrival_seconds
+from esm.sources._shards import Page, Shard, StreamRecord, read_page
 from esm.state import Checkpoint, Position
 
 __all__ = ["KinesisStream"]
@@ -72,30 +73,22 @@ class KinesisStream:
 
     async def read(self, shard_id: str, iterator: str, limit: int) -> Page:
         """One GetRecords call, its records built into Lambda records."""
-        try:
-            response = await self.client.get_records(ShardIterator=iterator, Limit=min(limit, self.page_limit))
-        except Exception as exc:
-            raise classify("GetRecords", exc) from exc
-        records = []
-        for raw in response.get("Records", []):
-            try:
-                record = kinesis_record(
-                    raw, shard_id=shard_id, source=self.source, invoke_identity_arn=self.invoke_identity_arn
-                )
-                sequence_number = str(raw["SequenceNumber"])
-                records.append(
-                    StreamRecord(
-                        sequence=int(sequence_number),
-                        sequence_number=sequence_number,
-                        key=str(raw.get("PartitionKey", "")),
-                        arrival=arrival_seconds(raw["ApproximateArrivalTimestamp"]),
-                        record=record,
-                        encoded=encode_kinesis_record(record),
-                    )
-                )
-            except (KeyError, TypeError, ValueError) as exc:
-                # Never skip it and never crash: the shard waits (unhealthy, counted) and reads again.
-                raise RetriableAwsError("GetRecords", "MalformedRecord", f"{type(exc).__name__}: {exc}") from exc
+
+        def build(raw: Mapping[str, Any]) -> StreamRecord:
+            record = kinesis_record(
+                raw, shard_id=shard_id, source=self.source, invoke_identity_arn=self.invoke_identity_arn
+            )
+            kinesis = record["kinesis"]
+            return StreamRecord(
+                sequence=int(kinesis["sequenceNumber"]),
+                sequence_number=kinesis["sequenceNumber"],
+                key=str(raw.get("PartitionKey", "")),
+                arrival=kinesis["approximateArrivalTimestamp"],
+                record=record,
+                encoded=encode_kinesis_record(record),
+            )
+
+        records, response = await read_page(self.client, iterator, min(limit, self.page_limit), build)
         behind = response.get("MillisBehindLatest")
         return Page(records, response.get("NextShardIterator"), behind / 1000 if behind is not None else None)
 
