@@ -33,6 +33,7 @@ from typing import Any
 from esm.arns import SourceKind
 from esm.config import Config, ConfigError, MappingConfig, load_config
 from esm.state import Checkpoint, CheckpointKey, Position, SqliteCheckpointStore, StateUnusableError
+from esm.windows import Window
 
 __all__ = ["list_checkpoints", "parse_position", "run_checkpoints", "set_checkpoint"]
 
@@ -86,7 +87,7 @@ def list_checkpoints(args: argparse.Namespace) -> int:
     if not rows:
         print(_nothing_yet(path, wanted))
         return EXIT_OK
-    header = ("MAPPING", "FUNCTION", "STREAM", "SHARD", "POSITION", "SEQUENCE/TIMESTAMP", "UPDATED")
+    header = ("MAPPING", "FUNCTION", "STREAM", "SHARD", "POSITION", "SEQUENCE/TIMESTAMP", "UPDATED", "WINDOW")
     table = [
         (
             k.mapping_uuid,
@@ -96,6 +97,7 @@ def list_checkpoints(args: argparse.Namespace) -> int:
             c.position.value,
             _where(c),
             _iso(c.updated_at),
+            _window(c),
         )
         for k, c in rows
     ]
@@ -297,6 +299,17 @@ def _where(checkpoint: Checkpoint) -> str:
     if checkpoint.timestamp is not None:
         return _iso(checkpoint.timestamp)
     return "-"
+
+
+def _window(checkpoint: Checkpoint) -> str:
+    """The open tumbling window kept with a checkpoint, as START/END (the state stays out of the table)."""
+    if checkpoint.window_state is None:
+        return "-"
+    try:
+        window = Window.from_checkpoint(checkpoint.window_state)
+    except ValueError:
+        return "unreadable"
+    return f"{_iso(window.start)}/{_iso(window.end)}"
 
 
 def _describe(checkpoint: Checkpoint) -> str:

@@ -153,6 +153,14 @@ class Metrics:
             _MAPPING,
             registry=registry,
         )
+        self.windows_closed = Counter(
+            "esm_tumbling_windows_closed",
+            "Tumbling windows closed by a successful final invocation (reason final), terminated early "
+            "because the state exceeded 1 MB (terminated_early), or whose state was too large to deliver "
+            "(undeliverable).",
+            [*_MAPPING, "reason"],
+            registry=registry,
+        )
         self.checkpoints = Counter(
             "esm_checkpoint_writes", "Checkpoints written (durably).", _MAPPING, registry=registry
         )
@@ -220,6 +228,10 @@ class MappingMetrics:
         """Record one invocation attempt's outcome and duration."""
         self.families.invocations.labels(*self.labels, outcome).inc()
         self.families.invocation_duration.labels(*self.labels, outcome).observe(seconds)
+
+    def window_closed(self, reason: str) -> None:
+        """Count a tumbling window closed for `reason` (final, terminated_early, undeliverable)."""
+        self.families.windows_closed.labels(*self.labels, reason).inc()
 
     def for_shard(self, shard_id: str) -> ShardMetrics:
         """The per-shard gauges of this mapping for one shard."""

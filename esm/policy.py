@@ -184,7 +184,11 @@ class StreamDecision:
 
 
 def decide_stream(
-    policy: StreamPolicy, result: InvokeResult, sequence_numbers: Sequence[str], attempt: Attempt
+    policy: StreamPolicy,
+    result: InvokeResult,
+    sequence_numbers: Sequence[str],
+    attempt: Attempt,
+    rejected: str = "",
 ) -> StreamDecision:
     """Decide what follows an invocation of a stream batch (ESM-SPEC.md §4.2).
 
@@ -203,16 +207,22 @@ def decide_stream(
     4. Otherwise count a retry; past MaximumRetryAttempts (unless -1) discard the failing
        records (RetryAttemptsExhausted, `approximateInvokeCount` = `attempt.invocations`,
        which is 1 + MaximumRetryAttempts without bisect: §8 vectors 5 and 6), else retry them.
+
+    `rejected` names why a response without a function error still failed the whole batch before
+    `batchItemFailures` were read (a tumbling window's response without `state`, §3.6): it is an
+    "invalid_response" whatever ReportBatchItemFailures says.
     """
     count = len(sequence_numbers)
     if count == 0:
         raise ValueError("a batch has at least one record")
-    if result.ok and not policy.report_batch_item_failures:
+    if result.ok and not rejected and not policy.report_batch_item_failures:
         return StreamDecision("commit", count, attempt, "success")
     start = 0
     outcome: StreamOutcome
     if not result.ok:
         outcome, reason = "function_error", f"function error: {result.function_error}"
+    elif rejected:
+        outcome, reason = "invalid_response", rejected
     else:
         response = parse_batch_response(result.payload, sequence_numbers)
         if response.kind is ResponseKind.SUCCESS:

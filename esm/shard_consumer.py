@@ -12,6 +12,10 @@
   completed prefix of what was read; the checkpoint is written (durably) whenever it moves.
   Records discarded to an on-failure destination count as completed only once delivered.
 
+With TumblingWindowInSeconds (ParallelizationFactor 1, one lane) the lane cuts batches at window
+boundaries, passes the window's state from invocation to invocation and closes each window with a
+final invocation (`esm.windows`); the window is written with every checkpoint.
+
 A consumer ends for one of the reasons of `StopReason` (DESIGN.md rule 4): SHARD_END writes the
 SHARD_END checkpoint (children may start); SHUTDOWN writes the last contiguous position.
 """
@@ -26,7 +30,7 @@ import zlib
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from structlog.typing import FilteringBoundLogger
 
@@ -46,6 +50,7 @@ from esm.policy import Attempt, StreamPolicy, decide_stream, expired
 from esm.sources._shards import Checkpointer, Shard, StreamRecord, StreamSource
 from esm.state import Checkpoint, CheckpointKey, CheckpointStore, Position
 from esm.targets.base import Invocation, Invoker, InvokeResult
+from esm.windows import Window, read_state
 
 if TYPE_CHECKING:
     from esm.config import MappingConfig, RetryDelayConfig, StreamsConfig
@@ -161,13 +166,18 @@ class _Lane:
         self.ended = True
         self.changed.set()
 
-    def take(self, batch_size: int) -> list[StreamRecord]:
-        """Up to `batch_size` records whose event fits Lambda's 6 MB (at least one record)."""
+    def take(self, batch_size: int, until: float | None = None, limit: int = EVENT_LIMIT_BYTES) -> list[StreamRecord]:
+        """Up to `batch_size` records whose event fits `limit` bytes (at least one record).
+
+        `until`: stop at the first record that arrived at or after it (a tumbling window's end).
+        """
         batch: list[StreamRecord] = []
         sizes: list[int] = []
         while self.records and len(batch) < batch_size:
+            if until is not None and batch and self.records[0].arrival >= until:
+                break
             size = len(self.records[0].encoded)
-            if batch and event_size([*sizes, size]) > EVENT_LIMIT_BYTES:
+            if batch and event_size([*sizes, size]) > limit:
                 break
             record = self.records.popleft()
             self.bytes -= size
@@ -200,6 +210,14 @@ class ShardConsumer:
         self._room = asyncio.Event()
         self._room.set()
         self._shard_metrics = ctx.metrics.for_shard(shard.shard_id)
+        # Tumbling windows: the open window (restored from the checkpoint on a restart), a version
+        # bumped at each change of it (so a change alone is checkpointed), and when the reader last
+        # found the shard caught up (wall clock at the start of that read), which ends idle windows.
+        self.window_seconds = ctx.mapping.tumbling_window
+        self.window: Window | None = self._restored_window(start)
+        self._window_version = 0
+        self._saved_version = 0
+        self._caught_up_at: float | None = None
 
     # lifecycle ------------------------------------------------------------------------------
 
@@ -209,7 +227,8 @@ class ShardConsumer:
         closed = False
         try:
             async with asyncio.TaskGroup() as tg:
-                lanes = [tg.create_task(self._lane(lane)) for lane in self.lanes]
+                work = self._window_lane if self.window_seconds else self._lane
+                lanes = [tg.create_task(work(lane)) for lane in self.lanes]
                 closed = await self._read()
                 for lane in self.lanes:
                     lane.end()
@@ -245,6 +264,7 @@ class ShardConsumer:
             if wait > 0 and await ctx.sleep(wait):
                 break
             last_call = time.monotonic()
+            read_at = time.time()
             try:
                 if iterator is None:
                     iterator = await ctx.stream.iterator(self.shard.shard_id, self._resume_point())
@@ -306,6 +326,12 @@ class ShardConsumer:
             catching_up = len(page.records) >= self.limit or (
                 page.behind_seconds > 0 if page.behind_seconds is not None else bool(page.records)
             )
+            if self.window_seconds:
+                # Every record that arrived before this read started has been read: a window that
+                # ended (plus the close delay) before it is over. Wake the lane to look.
+                self._caught_up_at = None if catching_up else read_at
+                for lane in self.lanes:
+                    lane.changed.set()
             if not catching_up and await ctx.sleep(ctx.settings.idle_poll_interval):
                 break
         return False
@@ -330,8 +356,13 @@ class ShardConsumer:
                 return
             await self._process(batch)
 
-    async def _next_batch(self, lane: _Lane) -> list[StreamRecord]:
-        """The next batch of a lane: [] when the lane ended or the mapping stops."""
+    async def _next_batch(
+        self, lane: _Lane, until: float | None = None, limit: int = EVENT_LIMIT_BYTES
+    ) -> list[StreamRecord]:
+        """The next batch of a lane: [] when the lane ended or the mapping stops.
+
+        `until` and `limit` are a tumbling window's end and the bytes its records may take.
+        """
         ctx = self.ctx
         size = ctx.mapping.batch_size
         window = ctx.mapping.batching_window
@@ -344,9 +375,10 @@ class ShardConsumer:
             deadline = time.monotonic() + window
             while (
                 len(lane.records) < size
-                and lane.bytes < EVENT_LIMIT_BYTES
+                and lane.bytes < limit
                 and not lane.ended
                 and not ctx.stopping.is_set()
+                and (until is None or lane.records[-1].arrival < until)
             ):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -355,7 +387,7 @@ class ShardConsumer:
                 await self._wait(lane.changed, remaining)
         if ctx.stopping.is_set():
             return []
-        return lane.take(size)
+        return lane.take(size, until, limit)
 
     async def _wait(self, event: asyncio.Event, seconds: float | None) -> None:
         """Wait for `event`, for stop, or `seconds` (None: no limit), whichever comes first."""
@@ -367,6 +399,97 @@ class ShardConsumer:
             stop.cancel()
             changed.cancel()
 
+    # tumbling windows ------------------------------------------------------------------------
+
+    def _restored_window(self, start: Checkpoint) -> Window | None:
+        """The window kept with the starting checkpoint, if any (a restart continues it)."""
+        if start.window_state is None or not self.window_seconds:
+            return None
+        try:
+            window = Window.from_checkpoint(start.window_state)
+        except ValueError as exc:
+            self.log.error("window_state_unreadable", reason=str(exc))
+            return None
+        window.invoked = True
+        return window
+
+    async def _window_lane(self, lane: _Lane) -> None:
+        """The one lane of a windowed shard: batches of one window at a time, then its final invocation."""
+        ctx = self.ctx
+        seconds = self.window_seconds
+        while not ctx.stopping.is_set():
+            lane.changed.clear()
+            window = self.window
+            if lane.records:
+                head = lane.records[0]
+                if window is not None and not window.holds(head.arrival):
+                    if not await self._close_window(terminated=False):
+                        return
+                    continue
+                batch_window = window or Window.for_arrival(head.arrival, seconds)
+                budget = batch_window.record_budget(self.shard.shard_id, ctx.mapping.EventSourceArn)
+                batch = await self._next_batch(lane, batch_window.end, budget)
+                if not batch:
+                    return
+                if self.window is None:
+                    self.window = batch_window
+                await self._process(batch)
+                continue
+            if lane.ended:
+                # Windows end at shard end; the child shards start their own (ESM-SPEC.md §3.5).
+                if window is not None:
+                    await self._close_window(terminated=False)
+                return
+            over_at = None if window is None else window.end + ctx.settings.window_close_delay
+            if over_at is not None and self._caught_up_at is not None and self._caught_up_at >= over_at:
+                # Idle: the shard was read to its tip after the window's end and its close delay.
+                if not await self._close_window(terminated=False):
+                    return
+                continue
+            await self._wait(lane.changed, None if over_at is None else max(0.05, over_at - time.time()))
+
+    async def _close_window(self, *, terminated: bool) -> bool:
+        """Invoke the function with the window's final state until it succeeds; False if stopping first.
+
+        `terminated`: the state grew past 1 MB; the window goes on with a fresh state afterwards.
+        The window's end (or early termination) is checkpointed with the records already done.
+        """
+        ctx = self.ctx
+        window = self.window
+        assert window is not None
+        reason = "terminated_early" if terminated else "final"
+        failures = 0
+        while window.invoked:
+            if ctx.stopping.is_set():
+                return False
+            fields = window.fields(self.shard.shard_id, ctx.mapping.EventSourceArn, final=True, terminated=terminated)
+            event = window.event([], self.shard.shard_id, ctx.mapping.EventSourceArn, final=True, terminated=terminated)
+            result = await self._call(window.payload([], fields), event, 0, str(uuid.uuid4()), None)
+            if result is _TOO_LARGE:
+                # The state alone exceeds what an invocation can carry: it cannot be delivered.
+                ctx.metrics.window_closed("undeliverable")
+                self.log.error("window_state_undeliverable", window_start=window.start, state_bytes=len(window.state))
+                break
+            problem = ""
+            if isinstance(result, InvokeResult):
+                problem = (
+                    f"function error: {result.function_error}" if not result.ok else read_state(result.payload).problem
+                )
+                if not problem:
+                    ctx.metrics.window_closed(reason)
+                    break
+            failures += 1
+            if problem:
+                self.log.warning("window_final_failed", reason=problem, window_start=window.start, attempts=failures)
+            await ctx.sleep(backoff_delay(ctx.settings.retry_delay, failures))
+        if terminated:
+            self.window = Window(window.start, window.end)
+        else:
+            self.window = None
+        self._window_version += 1
+        await self._commit()
+        return True
+
     # processing -----------------------------------------------------------------------------
 
     async def _process(self, batch: list[StreamRecord]) -> None:
@@ -375,6 +498,8 @@ class ShardConsumer:
         todo: deque[tuple[list[StreamRecord], Attempt]] = deque([(batch, Attempt())])
         service_failures = 0
         while todo and not ctx.stopping.is_set():
+            if self.window is not None and self.window.oversized and not await self._close_window(terminated=True):
+                return
             records, attempt = todo.popleft()
             old = expired([r.arrival for r in records], time.time(), ctx.maximum_record_age)
             if old:
@@ -404,7 +529,16 @@ class ShardConsumer:
                 continue
             assert isinstance(result, InvokeResult)
             attempt = attempt.invoked()
-            decision = decide_stream(ctx.policy, result, [r.sequence_number for r in records], attempt)
+            state = None
+            rejected = ""
+            if self.window is not None and result.ok:
+                reading = read_state(result.payload)
+                state, rejected = reading.state, reading.problem
+            decision = decide_stream(ctx.policy, result, [r.sequence_number for r in records], attempt, rejected)
+            if state is not None and self.window is not None and decision.outcome in ("success", "partial_failure"):
+                # The function returned its state with this answer: the next invocation receives it.
+                self.window.state = state
+                self._window_version += 1
             if decision.outcome != "success":
                 ctx.metrics.failed_invoke.inc(len(records) - decision.done)
                 self.log.warning(
@@ -416,6 +550,8 @@ class ShardConsumer:
                     invocations=decision.attempt.invocations,
                 )
             await self._complete(records[: decision.done])
+            if self._window_version != self._saved_version:
+                await self._commit()  # a new state with no record done (a partial answer failing the first)
             if decision.action == "commit":
                 continue
             if decision.action == "bisect":
@@ -434,15 +570,30 @@ class ShardConsumer:
             await ctx.sleep(backoff_delay(ctx.settings.retry_delay, decision.attempt.retries))
 
     async def _invoke(self, records: Sequence[StreamRecord], request_id: str) -> InvokeResult | object:
-        """One invocation: the result, `_TOO_LARGE` (413), or `_NOT_REACHED` (throttle, service error)."""
+        """One invocation of a batch: the result, `_TOO_LARGE` (413), or `_NOT_REACHED` (throttle, service error)."""
+        encoded = [r.encoded for r in records]
+        event: dict[str, Any]
+        window = self.window
+        if window is None:
+            payload = assemble_event(encoded)
+            event = {"Records": [r.record for r in records]}
+        else:
+            shard, arn = self.shard.shard_id, self.ctx.mapping.EventSourceArn
+            payload = window.payload(encoded, window.fields(shard, arn, final=False, terminated=False))
+            event = window.event([r.record for r in records], shard, arn, final=False, terminated=False)
+            window.invoked = True
+        self.ctx.metrics.batch_size.observe(len(records))
+        return await self._call(payload, event, len(records), request_id, records[-1].arrival)
+
+    async def _call(
+        self, payload: bytes, event: dict[str, Any], n: int, request_id: str, last_arrival: float | None
+    ) -> InvokeResult | object:
+        """Invoke the function once with an event of `n` records (`_invoke`'s outcomes)."""
         ctx = self.ctx
         m = ctx.metrics
-        n = len(records)
-        payload = assemble_event([r.encoded for r in records])
-        event = {"Records": [r.record for r in records]}
-        m.batch_size.observe(n)
         m.payload_size.observe(len(payload))
-        self._shard_metrics.iterator_age.set(max(0.0, time.time() - records[-1].arrival))
+        if last_arrival is not None:
+            self._shard_metrics.iterator_age.set(max(0.0, time.time() - last_arrival))
         m.invoked.inc(n)
         m.in_flight.inc()
         started = time.monotonic()
@@ -555,14 +706,18 @@ class ShardConsumer:
     async def _commit(self) -> None:
         """Write the contiguous completed position if it moved; a failure is counted and retried later."""
         async with self._commit_lock:
-            position = self.tracker.position
-            if position is None or position == self.saved:
+            position = self.tracker.position or self.saved
+            version = self._window_version
+            if position is None or (position == self.saved and version == self._saved_version):
                 return
+            window = self.window.to_checkpoint() if self.window is not None and self.window.invoked else None
+            checkpoint = Checkpoint(Position.AFTER_SEQUENCE_NUMBER, position, window_state=window)
             try:
-                await self.ctx.store.save(self.key, Checkpoint.after(position))
+                await self.ctx.store.save(self.key, checkpoint)
             except Exception as exc:  # noqa: BLE001 - any store failure: count it, keep the old checkpoint
                 self.ctx.metrics.checkpoint_failures.inc()
                 self.log.error("checkpoint_failed", reason=str(exc))
                 return
             self.saved = position
+            self._saved_version = version
             self.ctx.metrics.checkpoints.inc()

@@ -149,6 +149,14 @@ class StreamsConfig(_Frozen):
         description="Backoff between attempts to deliver a failure record to the on-failure destination; the "
         "shard waits (and is not checkpointed past those records) until delivery succeeds.",
     )
+    window_close_delay: float = Field(
+        5.0,
+        ge=0,
+        le=120,
+        description="Tumbling windows: seconds after a window's end before it is closed (final invocation) "
+        "when no later record arrived, counted from a read that found the shard caught up. Covers records "
+        "that arrive late with an earlier timestamp; AWS waits up to 120 s.",
+    )
 
 
 class HttpConfig(_Frozen):
@@ -407,6 +415,11 @@ class MappingConfig(_Frozen):
     def batching_window(self) -> int:
         """MaximumBatchingWindowInSeconds with its default of 0."""
         return self.MaximumBatchingWindowInSeconds or 0
+
+    @property
+    def tumbling_window(self) -> int:
+        """TumblingWindowInSeconds with its default of 0 (no window)."""
+        return self.TumblingWindowInSeconds or 0
 
     @property
     def report_batch_item_failures(self) -> bool:

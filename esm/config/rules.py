@@ -104,11 +104,13 @@ def _stream_problems(at: str, m: MappingConfig, src: SourceArn) -> Iterator[Prob
             "enhanced fan-out consumers (stream-consumer ARNs) are not supported by esm: map the stream ARN, "
             "which esm reads with GetRecords",
         )
-    if m.TumblingWindowInSeconds:
+    if m.tumbling_window and m.parallelization_factor > 1:
+        # One window state per shard is passed from invocation to invocation, so a shard's batches
+        # run one at a time (AWS accepts tumbling windows only with ParallelizationFactor 1).
         yield Problem(
-            f"{at}.TumblingWindowInSeconds",
-            "tumbling windows are not available in this version of esm (planned in issue #4); "
-            "remove TumblingWindowInSeconds or set it to 0",
+            f"{at}.ParallelizationFactor",
+            "TumblingWindowInSeconds requires ParallelizationFactor 1: the window state is passed from one "
+            "invocation to the next, one batch at a time per shard",
         )
     destination = m.on_failure_destination
     if destination is not None:

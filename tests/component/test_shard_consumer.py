@@ -16,6 +16,7 @@ import asyncio
 import json
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from esm.config import MappingConfig, StreamsConfig
 from esm.destinations import FailedBatch
 from esm.errors import ExpiredIteratorError, RetriableAwsError, TrimmedDataError
 from esm.events import encode_record, kinesis_record
+from esm.filtering import compile_filters
 from esm.logging import get_logger
 from esm.metrics import Metrics
 from esm.policy import StreamPolicy
@@ -45,19 +47,30 @@ class ScriptedStream:
     read_interval = 0.0
     page_limit = 10_000
 
-    def __init__(self, arrivals: list[float], failures: list[Exception] | None = None, data_size: int = 0) -> None:
+    def __init__(
+        self,
+        arrivals: list[float],
+        failures: list[Exception] | None = None,
+        data_size: int = 0,
+        closed: bool = True,
+    ) -> None:
         self.source = parse_source_arn(ARN)
+        self.closed = closed
         self.data_size = data_size
         self.records = [self._record(i, a) for i, a in enumerate(arrivals)]
         self.failures = list(failures or [])
         self.iterators: list[Checkpoint] = []
         self.reads = 0
 
-    def _record(self, i: int, arrival: float) -> StreamRecord:
+    def relabel(self, i: int, data: bytes) -> StreamRecord:
+        """Record `i` again, carrying `data` instead of its number."""
+        return self._record(i, self.records[i].arrival, data)
+
+    def _record(self, i: int, arrival: float, data: bytes | None = None) -> StreamRecord:
         raw = {
             "SequenceNumber": str(1000 + i),
             "ApproximateArrivalTimestamp": arrival,
-            "Data": str(i).encode().ljust(self.data_size, b"."),
+            "Data": data if data is not None else str(i).encode().ljust(self.data_size, b"."),
             "PartitionKey": "k",
         }
         record = kinesis_record(raw, shard_id=SHARD, source=self.source, invoke_identity_arn="arn:aws:iam::1:role/r")
@@ -80,7 +93,11 @@ class ScriptedStream:
         start = int(iterator)
         page = self.records[start : start + 2]  # small pages, so a failure can land mid-shard
         end = start + len(page)
-        return Page(page, str(end) if end < len(self.records) else None, 0.0)
+        if end == len(self.records) and self.closed:
+            return Page(page, None, 0.0)
+        # MillisBehindLatest: how far behind the tip this page leaves the reader, as Kinesis says it.
+        behind = max(0.0, time.time() - self.records[end].arrival) if end < len(self.records) else 0.0
+        return Page(page, str(end), behind)
 
 
 class Handler:
@@ -116,18 +133,26 @@ class Destination:
 async def consume(
     tmp_path: Path,
     stream: ScriptedStream,
-    handler: Handler,
+    handler: Any,  # an Invoker (the Handler fakes here, or a real target)
     destination: Destination | None,
     start: Checkpoint | None = None,
     retention: float | None = None,
+    stop_when: Callable[[], bool] | None = None,
+    settings: dict[str, Any] | None = None,
     **mapping: Any,
 ) -> tuple[StopReason, dict[str, Checkpoint], CollectorRegistry]:
-    """Run one consumer over the scripted shard to its end; return why it stopped and the checkpoints."""
+    """Run one consumer over the scripted shard to its end; return why it stopped and the checkpoints.
+
+    `stop_when`: stop the mapping (as at shutdown) once it returns True (for a shard left open).
+    `settings`: `streams:` settings besides the fast polling and retries used here.
+    """
     m = MappingConfig.model_validate(
         {"EventSourceArn": ARN, "FunctionName": "fn", "StartingPosition": "TRIM_HORIZON", **mapping}
     )
     registry = CollectorRegistry()
-    settings = StreamsConfig.model_validate({"idle_poll_interval": 0.01, "retry_delay": {"initial": 0.01}})
+    streams = StreamsConfig.model_validate(
+        {"idle_poll_interval": 0.01, "retry_delay": {"initial": 0.01}, **(settings or {})}
+    )
     async with SqliteCheckpointStore(tmp_path / "state.db") as store:
         ctx = StreamContext(
             mapping=m,
@@ -135,7 +160,7 @@ async def consume(
             invoker=handler,  # type: ignore[arg-type]  # the Invoker protocol's context methods are unused here
             store=store,
             destination=destination,
-            settings=settings,
+            settings=streams,
             metrics=Metrics(registry).for_mapping(m.uuid, "fn", "kinesis"),
             log=get_logger(),
             function_arn="arn:aws:lambda:us-east-1:123456789012:function:fn",
@@ -143,11 +168,23 @@ async def consume(
                 maximum_retry_attempts=m.maximum_retry_attempts,
                 maximum_record_age=m.maximum_record_age,
                 bisect=m.bisect_on_function_error,
+                report_batch_item_failures=m.report_batch_item_failures,
             ),
+            filter=compile_filters(m.filter_patterns, SourceKind.KINESIS),
             retention=retention,
         )
-        consumer = ShardConsumer(ctx, Shard(SHARD, closed=True), start or Checkpoint(Position.TRIM_HORIZON))
+        consumer = ShardConsumer(ctx, Shard(SHARD, closed=stream.closed), start or Checkpoint(Position.TRIM_HORIZON))
+        if stop_when is not None:
+
+            async def watch() -> None:
+                while not stop_when():  # noqa: ASYNC110 - a plain condition of the test, polled
+                    await asyncio.sleep(0.01)
+                ctx.stopping.set()
+
+            watcher = asyncio.create_task(watch())
         reason = await asyncio.wait_for(consumer.run(), 20)
+        if stop_when is not None:
+            watcher.cancel()
         return reason, await store.load(m.uuid, ARN), registry
 
 

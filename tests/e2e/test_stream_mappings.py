@@ -59,20 +59,6 @@ async def put(kinesis: Any, name: str, payloads: list[str], key: str = "k") -> N
         await kinesis.put_record(StreamName=name, Data=p.encode(), PartitionKey=key)
 
 
-@pytest.fixture
-async def kinesis(clients: Any) -> Any:
-    """A raw Kinesis client on moto."""
-    async with clients.client("kinesis") as client:
-        yield client
-
-
-@pytest.fixture
-async def dynamodb(clients: Any) -> Any:
-    """A raw DynamoDB client on moto."""
-    async with clients.client("dynamodb") as client:
-        yield client
-
-
 @pytest.fixture(autouse=True)
 def _fresh_recorder() -> None:
     RECORDER.calls.clear()

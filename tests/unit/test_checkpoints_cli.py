@@ -145,19 +145,50 @@ class TestList:
             "POSITION",
             "SEQUENCE/TIMESTAMP",
             "UPDATED",
+            "WINDOW",
         ]
         rows = [line.split() for line in lines[1:]]
         updated = {(k.mapping_uuid, k.shard_id): iso(c.updated_at) for k, c in _keyed(db)}
         assert rows == [
-            [K_UUID, "f", KINESIS, SHARD0, "AFTER_SEQUENCE_NUMBER", SEQ0, updated[K_UUID, SHARD0]],
-            [K_UUID, "f", KINESIS, SHARD1, "SHARD_END", "-", updated[K_UUID, SHARD1]],
-            [D_UUID, "g", DYNAMODB, SHARD0, "AFTER_SEQUENCE_NUMBER", "100", updated[D_UUID, SHARD0]],
-            [D_UUID, "g", DYNAMODB, SHARD1, "LATEST", "-", updated[D_UUID, SHARD1]],
-            [GONE_UUID, "-", KINESIS, SHARD0, "AT_TIMESTAMP", "2026-09-21T14:13:20.500Z", updated[GONE_UUID, SHARD0]],
+            [K_UUID, "f", KINESIS, SHARD0, "AFTER_SEQUENCE_NUMBER", SEQ0, updated[K_UUID, SHARD0], "-"],
+            [K_UUID, "f", KINESIS, SHARD1, "SHARD_END", "-", updated[K_UUID, SHARD1], "-"],
+            [D_UUID, "g", DYNAMODB, SHARD0, "AFTER_SEQUENCE_NUMBER", "100", updated[D_UUID, SHARD0], "-"],
+            [D_UUID, "g", DYNAMODB, SHARD1, "LATEST", "-", updated[D_UUID, SHARD1], "-"],
+            [
+                GONE_UUID,
+                "-",
+                KINESIS,
+                SHARD0,
+                "AT_TIMESTAMP",
+                "2026-09-21T14:13:20.500Z",
+                updated[GONE_UUID, SHARD0],
+                "-",
+            ],
         ]
         starts = {line.index("shardId-") for line in lines[1:]}
         assert len(starts) == 1, "the shard column is aligned"
         assert lines[0].index("SHARD") in starts
+
+    def test_the_table_shows_an_open_tumbling_window_but_not_its_state(
+        self, capsys: pytest.CaptureFixture[str], config: Path, db: Path
+    ) -> None:
+        seed(
+            db,
+            (
+                CheckpointKey(K_UUID, KINESIS, SHARD0),
+                Checkpoint(
+                    Position.AFTER_SEQUENCE_NUMBER,
+                    "7",
+                    window_state='{"start":1607497440,"end":1607497560,"state":{"secret":1}}',
+                ),
+            ),
+            (CheckpointKey(K_UUID, KINESIS, SHARD1), Checkpoint(Position.AFTER_SEQUENCE_NUMBER, "8", window_state="x")),
+        )
+        code, out, _ = run(capsys, "checkpoints", "list", "--config", str(config), "--mapping", K_UUID)
+        assert code == 0
+        windows = {line.split()[3]: line.split()[-1] for line in out.splitlines()[1:]}
+        assert windows == {SHARD0: "2020-12-09T07:04:00Z/2020-12-09T07:06:00Z", SHARD1: "unreadable"}
+        assert "secret" not in out
 
     def test_json_lists_every_checkpoint(self, capsys: pytest.CaptureFixture[str], config: Path, db: Path) -> None:
         """--format json prints an array of objects with ISO 8601 UTC times and null for what is absent."""

@@ -387,12 +387,20 @@ INVALID = [
         id="destination-not-sqs-sns-s3",
     ),
     pytest.param(
-        sqs_mapping("StartingPosition: LATEST", "TumblingWindowInSeconds: 60", arn=STREAM),
+        sqs_mapping("StartingPosition: LATEST", "TumblingWindowInSeconds: 60", "ParallelizationFactor: 2", arn=STREAM),
         [
-            f"{M0}.TumblingWindowInSeconds: tumbling windows are not available in this version of esm "
-            "(planned in issue #4); remove TumblingWindowInSeconds or set it to 0"
+            f"{M0}.ParallelizationFactor: TumblingWindowInSeconds requires ParallelizationFactor 1: the window "
+            "state is passed from one invocation to the next, one batch at a time per shard"
         ],
-        id="tumbling-window-planned",
+        id="tumbling-window-parallel",
+    ),
+    pytest.param(
+        sqs_mapping("StartingPosition: LATEST", "TumblingWindowInSeconds: 901", arn=STREAM),
+        [
+            f"{M0}.TumblingWindowInSeconds: 1 validation error detected: Value '901' at 'tumblingWindowInSeconds' "
+            "failed to satisfy constraint: Member must have value less than or equal to 900"
+        ],
+        id="tumbling-window-too-long",
     ),
     pytest.param(
         "state: {dynamodb: {table: leases}}\n" + sqs_mapping("StartingPosition: LATEST", arn=STREAM),
