@@ -8,6 +8,8 @@ blank lines in between, and is skipped.
 
 from __future__ import annotations
 
+import argparse
+import base64
 import importlib.util
 import json
 import re
@@ -18,7 +20,10 @@ from typing import Any
 
 import pytest
 
-from esm.config import ConfigError, load_config, parse_config
+from esm.arns import SourceKind
+from esm.config import ConfigError, ConfigFile, load_config, parse_config
+from esm.filter_test import add_filter_parser
+from esm.filtering import compile_filters
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = ROOT / "config"
@@ -235,21 +240,256 @@ class TestYamlBlockParser:
         assert [b.fragment for b in blocks] == [False]
 
 
+# --------------------------------------------------------------------------------------------
+# README.md "Event filtering": its commands, their claimed output, and its YAML mappings
+# --------------------------------------------------------------------------------------------
+
+_FILTER_SECTION = "## Event filtering"
+_FILTER_COMMAND = ".venv/bin/esm filter test"
+_PRINTS = re.compile(r"prints `(?P<verdict>NO MATCH|MATCH)` and why \(`(?P<reason>[^`]+)`\)")
+_RECORD_LINE = re.compile(r"^record (?P<n>\d+)(?: \((?P<ident>[^)]+)\))?: (?P<verdict>MATCH|NO MATCH)\b")
+_DECODES_TO = re.compile(r"`(config/samples/[^`]+)`[^.`]*(?:`[^`]*`[^.`]*)*?decodes\s+to\s+(.+?)\.(?:\s|$)", re.S)
+
+
+@dataclass(frozen=True)
+class Fence:
+    """A fenced block of a Markdown text."""
+
+    line: int
+    """1-based line number of the opening fence."""
+    lang: str
+    text: str
+    after: str
+    """The text from the closing fence to the next fenced block."""
+
+
+def fenced_blocks(markdown: str) -> list[Fence]:
+    """Every fenced block of a Markdown text (not nested in a list item), with the prose after it."""
+    lines = markdown.splitlines()
+    found: list[tuple[int, str, str, int]] = []  # (opening line index, lang, text, index after the closing fence)
+    i = 0
+    while i < len(lines):
+        m = _FENCE_OPEN.match(lines[i])
+        if m is None:
+            i += 1
+            continue
+        start, fence = i, m["fence"]
+        i += 1
+        body: list[str] = []
+        while i < len(lines) and not lines[i].strip().startswith(fence):
+            body.append(lines[i])
+            i += 1
+        i += 1
+        found.append((start, m["lang"].lower(), "\n".join(body) + "\n", i))
+    blocks = []
+    for k, (start, lang, text, end) in enumerate(found):
+        stop = found[k + 1][0] if k + 1 < len(found) else len(lines)
+        blocks.append(Fence(start + 1, lang, text, "\n".join(lines[end:stop])))
+    return blocks
+
+
+def _section() -> str:
+    """README.md's "Event filtering" section, up to the next `## ` heading; line numbers kept (blank lines before)."""
+    lines = README.read_text(encoding="utf-8").splitlines() if README.is_file() else []
+    start = next((i for i, line in enumerate(lines) if line.strip() == _FILTER_SECTION), len(lines))
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+    return "\n" * start + "\n".join(lines[start:end]) + "\n"
+
+
+@dataclass(frozen=True)
+class FilterExample:
+    """An `esm filter test` command of the section and what the README says it prints."""
+
+    line: int
+    argv: list[str]
+    """The command line split as a shell does, starting with `.venv/bin/esm`."""
+    claimed_output: str | None
+    """The ```text block that follows the command, if any: its exact output."""
+    claimed_verdict: str | None
+    claimed_reason: str | None
+    """From a sentence "prints `NO MATCH` and why (`reason`)" after the command, if any."""
+
+
+def _filter_examples() -> list[FilterExample]:
+    import shlex
+
+    blocks = fenced_blocks(_section())
+    examples = []
+    for k, block in enumerate(blocks):
+        commands = [
+            c.strip() for c in block.text.replace("\\\n", " ").splitlines() if c.strip().startswith(_FILTER_COMMAND)
+        ]
+        if not commands:
+            continue
+        assert len(commands) == 1, f"README.md:{block.line}: one `esm filter test` command per block"
+        nxt = blocks[k + 1] if k + 1 < len(blocks) else None
+        output = nxt.text if nxt is not None and nxt.lang == "text" and not block.after.strip() else None
+        prints = _PRINTS.search(block.after)
+        examples.append(
+            FilterExample(
+                block.line,
+                shlex.split(commands[0]),
+                output,
+                prints["verdict"] if prints and output is None else None,
+                prints["reason"] if prints and output is None else None,
+            )
+        )
+    return examples
+
+
+def _filter_yaml_blocks() -> list[YamlBlock]:
+    return yaml_blocks(_section())
+
+
+def _parse(block: YamlBlock) -> ConfigFile:
+    try:
+        return parse_config(block.text, f"README.md:{block.line}", env={})
+    except ConfigError as exc:
+        pytest.fail("\n".join(exc.lines()), pytrace=False)
+
+
+def _filter_args(example: FilterExample) -> argparse.Namespace:
+    """The command's arguments, parsed by `esm filter test`'s own parser."""
+    parser = argparse.ArgumentParser(prog="esm")
+    add_filter_parser(parser.add_subparsers(dest="command"))
+    return parser.parse_args(example.argv[1:])
+
+
+@dataclass(frozen=True)
+class RecordClaim:
+    """One record's verdict in a command's output block."""
+
+    number: int
+    ident: str | None
+    matches: bool
+    reasons: list[str]
+    """The `filter N: ...` lines under it (empty for a match)."""
+
+
+def _verdict(output: str) -> str:
+    """The verdict of the first record in `esm filter test` output: "MATCH" or "NO MATCH"."""
+    first = output.splitlines()[0]
+    return "NO MATCH" if first.endswith(": NO MATCH") else first.rpartition(": ")[2].split(" ")[0]
+
+
+def _record_claims(output: str) -> list[RecordClaim]:
+    claims: list[RecordClaim] = []
+    for line in output.splitlines():
+        m = _RECORD_LINE.match(line)
+        if m is not None:
+            claims.append(RecordClaim(int(m["n"]), m["ident"], m["verdict"] == "MATCH", []))
+        elif line.startswith("  filter ") and claims:
+            claims[-1].reasons.append(line.strip())
+    return claims
+
+
 class TestReadmeFilterExample:
-    """The README's `esm filter test` example prints what the README says it prints."""
+    """Every example of README.md's "Event filtering" section does what the README says it does.
 
-    def test_filter_test_example(self, capsys: pytest.CaptureFixture[str]) -> None:
-        """The command is taken from README.md itself and run through the real CLI."""
-        import shlex
+    Section convention: each `esm filter test` command (a ```sh block, lines continued with `\\`)
+    is followed either by a ```text block holding its exact output or by a sentence
+    "prints `MATCH|NO MATCH` and why (`reason`)". Each ```yaml block is a complete configuration
+    whose mapping patterns the next `esm filter test` command tries on a sample event; that
+    command's output block says which records the patterns keep and why the others are dropped.
+    """
 
+    def test_filter_test_example(self, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+        """The first command (an SQS `--body`) prints the verdict and the reason its sentence quotes."""
         from esm.cli import main
 
-        text = README.read_text()
-        [line] = [ln for ln in text.splitlines() if ln.startswith(".venv/bin/esm filter test")]
-        code = main(shlex.split(line)[1:])
+        example = next(e for e in _filter_examples() if e.claimed_verdict is not None)
+        monkeypatch.chdir(ROOT)
+        code = main(example.argv[1:])
         out = capsys.readouterr().out
         assert code == 0
-        assert "NO MATCH" in out
-        claimed = re.search(r"prints `NO MATCH` and why \(`([^`]+)`\)", text)
-        assert claimed is not None
-        assert claimed.group(1) in out
+        assert _verdict(out) == example.claimed_verdict
+        assert example.claimed_reason is not None
+        assert example.claimed_reason in out
+
+    def test_section_shows_every_source(self) -> None:
+        """A YAML mapping per source, and `esm filter test` lines for Kinesis and DynamoDB records."""
+        kinds = {m.source.kind for b in _filter_yaml_blocks() for m in _parse(b).event_source_mappings}
+        assert kinds == {SourceKind.SQS, SourceKind.KINESIS, SourceKind.DYNAMODB}
+        sources = {_filter_args(e).source for e in _filter_examples()}
+        assert sources >= {"kinesis", "dynamodb"}
+        for example in _filter_examples():
+            assert example.claimed_output is not None or example.claimed_verdict is not None, (
+                f"README.md:{example.line}: the command has neither an output block nor a `prints ...` sentence"
+            )
+
+    @pytest.mark.parametrize("example", _filter_examples(), ids=lambda e: f"README.md:{e.line}")
+    def test_command_prints_what_the_readme_shows(
+        self, example: FilterExample, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The command, run through the real CLI from the repository root, prints the README's output."""
+        from esm.cli import main
+
+        monkeypatch.chdir(ROOT)  # sample files are named relative to the root, as in the README
+        code = main(example.argv[1:])
+        captured = capsys.readouterr()
+        assert code == 0, captured.err
+        if example.claimed_output is not None:
+            assert captured.out.rstrip("\n").splitlines() == example.claimed_output.rstrip("\n").splitlines()
+        else:
+            assert example.claimed_reason is not None
+            assert _verdict(captured.out) == example.claimed_verdict
+            assert example.claimed_reason in captured.out
+
+    @pytest.mark.parametrize("block", _filter_yaml_blocks(), ids=lambda b: f"README.md:{b.line}")
+    def test_yaml_mapping_keeps_and_drops_what_the_readme_shows(self, block: YamlBlock) -> None:
+        """The config loader accepts the block; its compiled patterns give the next command's verdicts.
+
+        The next `esm filter test` command must try exactly the mapping's patterns, on a sample
+        event file; each record of that file matches (or not, with the quoted reasons) as the
+        command's output block in the README says.
+        """
+        assert not block.fragment, "a filtering example is a complete configuration"
+        (mapping,) = _parse(block).event_source_mappings
+        patterns = mapping.filter_patterns
+        assert patterns, "the example mapping has FilterCriteria"
+        compiled = compile_filters(patterns, mapping.source.kind)
+
+        example = next((e for e in _filter_examples() if e.line > block.line), None)
+        assert example is not None, "no `esm filter test` command follows the YAML block"
+        args = _filter_args(example)
+        assert args.source == mapping.source.kind.value
+        assert args.pattern == patterns, "the command must try the mapping's own patterns"
+        assert example.claimed_output is not None
+        assert len(args.event) == 1, "the command replays one sample event"
+        assert not args.record
+        assert not args.body
+        event_arg = args.event[0]
+        assert event_arg.startswith("@config/samples/"), "the sample event is a file in config/samples/"
+        records = json.loads((ROOT / event_arg[1:]).read_text(encoding="utf-8"))["Records"]
+
+        claims = _record_claims(example.claimed_output)
+        assert [c.number for c in claims] == list(range(1, len(records) + 1))
+        assert {c.matches for c in claims} == {True, False}, "show a record that is kept and one that is dropped"
+        for claim, record in zip(claims, records, strict=True):
+            if claim.ident is not None:
+                assert claim.ident in json.dumps(record), f"record {claim.number} is not {claim.ident}"
+            assert compiled.matches(record) is claim.matches, f"record {claim.number}"
+            assert compiled.explain(record) == claim.reasons, f"record {claim.number}"
+
+    def test_sample_data_is_what_the_readme_says(self) -> None:
+        """A sentence "`config/samples/F.json` ... decodes to `A`, `B` and `C`." tells the truth."""
+        sentences = re.findall(_DECODES_TO, _section())
+        assert sentences, "the Kinesis example says what its records' data is"
+        for path, items in sentences:
+            claimed = re.findall(r"`([^`]+)`", items)
+            event = json.loads((ROOT / path).read_text(encoding="utf-8"))
+            decoded = [base64.b64decode(r["kinesis"]["data"]).decode() for r in event["Records"]]
+            assert len(decoded) == len(claimed)
+            assert decoded == claimed, f"{path}: the records' data is not what README.md says"
+
+
+class TestReadmeWindowHandler:
+    """The README's tumbling-window handler is config/handlers/windows.py's, which a component test runs."""
+
+    def test_readme_shows_the_example_handler(self) -> None:
+        text = README.read_text()
+        section = text[text.index("### Tumbling windows") :]
+        block = section[section.index("```python\n") + len("```python\n") :]
+        block = block[: block.index("```")]
+        source = (CONFIG_DIR / "handlers" / "windows.py").read_text()
+        assert block == source[source.index("def handle") :]
