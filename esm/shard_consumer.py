@@ -218,6 +218,8 @@ class ShardConsumer:
         self._window_version = 0
         self._saved_version = 0
         self._caught_up_at: float | None = None
+        self._latest_arrival = 0.0  # the latest arrival time of any record read (filtered out too)
+        self._closed_end = 0  # the end of the last window closed: later records never reopen it
 
     # lifecycle ------------------------------------------------------------------------------
 
@@ -304,6 +306,7 @@ class ShardConsumer:
                     break
                 self.start = pinned
             if page.records:
+                self._latest_arrival = max(self._latest_arrival, page.records[-1].arrival)
                 self.tracker.add(page.records)
                 dropped = []
                 for record in page.records:
@@ -403,7 +406,10 @@ class ShardConsumer:
 
     def _restored_window(self, start: Checkpoint) -> Window | None:
         """The window kept with the starting checkpoint, if any (a restart continues it)."""
-        if start.window_state is None or not self.window_seconds:
+        if start.window_state is None:
+            return None
+        if not self.window_seconds:
+            self.log.info("window_state_dropped", reason="the mapping has no TumblingWindowInSeconds any more")
             return None
         try:
             window = Window.from_checkpoint(start.window_state)
@@ -426,8 +432,11 @@ class ShardConsumer:
                     if not await self._close_window(terminated=False):
                         return
                     continue
-                batch_window = window or Window.for_arrival(head.arrival, seconds)
-                budget = batch_window.record_budget(self.shard.shard_id, ctx.mapping.EventSourceArn)
+                # A record stamped inside a window already closed (late) goes to the next window.
+                batch_window = window or Window.for_arrival(max(head.arrival, self._closed_end), seconds)
+                # An oversized state is replaced by a fresh one before this batch is invoked.
+                sizing = Window(batch_window.start, batch_window.end) if batch_window.oversized else batch_window
+                budget = sizing.record_budget(self.shard.shard_id, ctx.mapping.EventSourceArn)
                 batch = await self._next_batch(lane, batch_window.end, budget)
                 if not batch:
                     return
@@ -441,12 +450,18 @@ class ShardConsumer:
                     await self._close_window(terminated=False)
                 return
             over_at = None if window is None else window.end + ctx.settings.window_close_delay
-            if over_at is not None and self._caught_up_at is not None and self._caught_up_at >= over_at:
-                # Idle: the shard was read to its tip after the window's end and its close delay.
+            if over_at is not None and (
+                (self._caught_up_at is not None and self._caught_up_at >= over_at) or self._latest_arrival >= over_at
+            ):
+                # No record for this window: the shard was read to its tip after the window's end and
+                # its close delay, or a record that arrived that much later was read (and filtered out).
                 if not await self._close_window(terminated=False):
                     return
                 continue
-            await self._wait(lane.changed, None if over_at is None else max(0.05, over_at - time.time()))
+            timeout = None
+            if over_at is not None and over_at > time.time():
+                timeout = over_at - time.time()  # afterwards each read wakes the lane
+            await self._wait(lane.changed, timeout)
 
     async def _close_window(self, *, terminated: bool) -> bool:
         """Invoke the function with the window's final state until it succeeds; False if stopping first.
@@ -480,12 +495,19 @@ class ShardConsumer:
                     break
             failures += 1
             if problem:
-                self.log.warning("window_final_failed", reason=problem, window_start=window.start, attempts=failures)
+                self.log.warning(
+                    "window_final_failed",
+                    reason=problem,
+                    hint='the final invocation must succeed and answer {"state": {...}} too; the shard waits for it',
+                    window_start=window.start,
+                    attempts=failures,
+                )
             await ctx.sleep(backoff_delay(ctx.settings.retry_delay, failures))
         if terminated:
             self.window = Window(window.start, window.end)
         else:
             self.window = None
+            self._closed_end = max(self._closed_end, window.end)
         self._window_version += 1
         await self._commit()
         return True
@@ -581,9 +603,11 @@ class ShardConsumer:
             shard, arn = self.shard.shard_id, self.ctx.mapping.EventSourceArn
             payload = window.payload(encoded, window.fields(shard, arn, final=False, terminated=False))
             event = window.event([r.record for r in records], shard, arn, final=False, terminated=False)
-            window.invoked = True
         self.ctx.metrics.batch_size.observe(len(records))
-        return await self._call(payload, event, len(records), request_id, records[-1].arrival)
+        result = await self._call(payload, event, len(records), request_id, records[-1].arrival)
+        if window is not None and isinstance(result, InvokeResult):
+            window.invoked = True  # the function saw this window: it gets a final invocation
+        return result
 
     async def _call(
         self, payload: bytes, event: dict[str, Any], n: int, request_id: str, last_arrival: float | None

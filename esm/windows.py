@@ -159,7 +159,13 @@ class Window:
         if not isinstance(document, dict):
             raise ValueError("window state is not a JSON object")
         start, end, state = document.get("start"), document.get("end"), document.get("state")
-        if not isinstance(start, int) or not isinstance(end, int) or end <= start:
+        if (
+            not isinstance(start, int)
+            or not isinstance(end, int)
+            or isinstance(start, bool)
+            or isinstance(end, bool)
+            or end <= start
+        ):
             raise ValueError("window state has no valid start and end")
         if not isinstance(state, dict):
             raise ValueError("window state has no state object")

@@ -56,11 +56,16 @@ class ScriptedStream:
     ) -> None:
         self.source = parse_source_arn(ARN)
         self.closed = closed
+        self.unknown_lag = False  # True: pages do not say how far behind they are (as DynamoDB Streams)
         self.data_size = data_size
         self.records = [self._record(i, a) for i, a in enumerate(arrivals)]
         self.failures = list(failures or [])
         self.iterators: list[Checkpoint] = []
         self.reads = 0
+
+    def append(self, arrival: float) -> None:
+        """A record put now, with the arrival time the stream gave it."""
+        self.records.append(self._record(len(self.records), arrival))
 
     def relabel(self, i: int, data: bytes) -> StreamRecord:
         """Record `i` again, carrying `data` instead of its number."""
@@ -97,7 +102,7 @@ class ScriptedStream:
             return Page(page, None, 0.0)
         # MillisBehindLatest: how far behind the tip this page leaves the reader, as Kinesis says it.
         behind = max(0.0, time.time() - self.records[end].arrival) if end < len(self.records) else 0.0
-        return Page(page, str(end), behind)
+        return Page(page, str(end), None if self.unknown_lag else behind)
 
 
 class Handler:

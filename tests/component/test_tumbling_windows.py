@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from esm.config import FunctionConfig
+from esm.errors import PayloadTooLargeError
 from esm.logging import get_logger
+from esm.sources._shards import Page
 from esm.state import Checkpoint, Position
 from esm.targets.base import Invocation, InvokeResult
 from esm.targets.python import PythonInvoker
@@ -303,6 +305,84 @@ class TestIdleWindows:
         assert saved.window_state is not None
         window = Window.from_checkpoint(saved.window_state)
         assert json.loads(window.state) == {"k": 1}
+
+    async def test_a_record_stamped_inside_a_closed_window_goes_to_the_next_window(self, tmp_path: Path) -> None:
+        """Review finding: after an idle close, a late record (DynamoDB's rounded-down times, lag)
+        must not reopen the closed window and give it a second final invocation."""
+        over = (time.time() // 5 - 6) * 5
+        stream = ScriptedStream([over + 1], closed=False)
+
+        def answer(event: dict[str, Any], n: int) -> InvokeResult | None:
+            if event["isFinalInvokeForWindow"] and n == 2:
+                stream.append(over + 2)  # stamped inside the window just closed, readable only now
+            return None
+
+        handler = WindowHandler(answer)
+        await consume(
+            tmp_path,
+            stream,
+            handler,
+            None,
+            stop_when=lambda: len(handler.events) >= 4,
+            settings={"window_close_delay": 0},
+            TumblingWindowInSeconds=5,
+        )
+        first, second = handler.events[0]["window"], handler.events[2]["window"]
+        assert handler.summary() == [
+            (["1000"], {}, False, False),
+            ([], {"k": 1}, True, False),
+            (["1001"], {}, False, False),
+            ([], {"k": 1}, True, False),
+        ]
+        assert second["start"] == first["end"]  # the late record went to the window after the closed one
+
+    async def test_filtered_out_traffic_after_the_window_closes_it(self, tmp_path: Path) -> None:
+        """Review finding: DynamoDB pages say nothing about lag, and a shard busy with records that
+        are filtered out is never "caught up"; a record read that arrived past the window's end
+        (and the close delay) shows the window is over."""
+        over = (time.time() // 5 - 6) * 5
+
+        class Busy(ScriptedStream):
+            async def read(self, shard_id: str, iterator: str, limit: int) -> Page:
+                self.append(time.time())  # a record arrives before every read, and is filtered out
+                return await super().read(shard_id, iterator, limit)
+
+        stream = Busy([over + 1], closed=False)
+        stream.records[0] = stream.relabel(0, b'{"keep": true}')
+        stream.unknown_lag = True
+        handler = WindowHandler()
+        await consume(
+            tmp_path,
+            stream,
+            handler,
+            None,
+            stop_when=lambda: len(handler.events) >= 2,
+            settings={"window_close_delay": 1},
+            TumblingWindowInSeconds=5,
+            FilterCriteria={"Filters": [{"Pattern": '{"data": {"keep": [true]}}'}]},
+        )
+        assert handler.summary() == [(["1000"], {}, False, False), ([], {"k": 1}, True, False)]
+
+    async def test_a_window_whose_records_never_reached_the_function_has_no_final_invocation(
+        self, tmp_path: Path
+    ) -> None:
+        """Review finding: a record rejected as too large (413) is discarded unseen; the function
+        processed nothing in that window, so it gets no final invocation for it."""
+
+        class TooLargeFirst(WindowHandler):
+            async def invoke(self, invocation: Invocation) -> InvokeResult:
+                if (
+                    invocation.event["Records"]
+                    and invocation.event["Records"][0]["kinesis"]["sequenceNumber"] == "1000"
+                ):
+                    raise PayloadTooLargeError(
+                        "Request must be smaller than 6291456 bytes for the InvokeFunction operation"
+                    )
+                return await super().invoke(invocation)
+
+        handler = TooLargeFirst()
+        await consume(tmp_path, ScriptedStream([100.0, 111.0]), handler, None, TumblingWindowInSeconds=10)
+        assert handler.summary() == [(["1001"], {}, False, False), ([], {"k": 1}, True, False)]
 
 
 class TestRestart:
