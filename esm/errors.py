@@ -40,6 +40,7 @@ __all__ = [
     "InvokeError",
     "InvokeFatalError",
     "InvokeServiceError",
+    "LeaseLostError",
     "PayloadTooLargeError",
     "RetriableAwsError",
     "SourceNotFoundError",
@@ -84,6 +85,14 @@ class FatalAwsError(AwsError):
 
 class SourceNotFoundError(FatalAwsError):
     """The event source (queue or stream) does not exist."""
+
+
+class LeaseLostError(EsmError):
+    """This replica no longer holds a shard's lease: its consumer must stop without writing again."""
+
+    def __init__(self, shard_id: str) -> None:
+        super().__init__(f"the lease of {shard_id} is held by another replica")
+        self.shard_id = shard_id
 
 
 class InvokeError(EsmError):

@@ -120,6 +120,20 @@ class Metrics:
             registry=registry,
         )
 
+        # Hot reload (issue #5)
+        self.config_reloads = Counter(
+            "esm_config_reloads",
+            "Configuration reloads (SIGHUP or a change of the file), by outcome: applied, or rejected "
+            "(the new file is invalid and the running configuration stays).",
+            ("outcome",),
+            registry=registry,
+        )
+        self.config_last_reload_success = Gauge(
+            "esm_config_last_reload_success_timestamp_seconds",
+            "Unix time at which the running configuration was last loaded successfully (the start included).",
+            registry=registry,
+        )
+
         # Kinesis and DynamoDB Streams (ESM-SPEC.md §7 and issue #3)
         self.dropped = Counter(
             "esm_dropped_events",
@@ -152,6 +166,31 @@ class Metrics:
             "Stream batches split in two after a function error (BisectBatchOnFunctionError).",
             _MAPPING,
             registry=registry,
+        )
+        # Leases (several replicas sharing streams through the DynamoDB lease table).
+        self.leases_held = Gauge(
+            "esm_leases_held",
+            "Shard leases this replica holds, per mapping.",
+            ["event_source_mapping_uuid"],
+            registry=registry,
+        )
+        self.lease_events = Counter(
+            "esm_lease_events",
+            "Lease changes on this replica: taken (unowned or expired), stolen (from a replica above its "
+            "share), lost (taken by another replica, or not renewed in time), released (shard end, shutdown).",
+            ["event_source_mapping_uuid", "event"],
+            registry=registry,
+        )
+        self.lease_balance_rounds = Counter(
+            "esm_lease_balance_rounds", "Lease balance rounds run by this replica.", registry=registry
+        )
+        self.lease_handoff_seconds = Gauge(
+            "esm_lease_handoff_seconds",
+            "How long the last shutdown took from the stop signal until every lease was released.",
+            registry=registry,
+        )
+        self.replica_info = Gauge(
+            "esm_replica_info", "1 while this replica takes part in the lease protocol.", ["replica"], registry=registry
         )
         self.windows_closed = Counter(
             "esm_tumbling_windows_closed",
@@ -186,6 +225,14 @@ class Metrics:
             (*_MAPPING, "shard"),
             registry=registry,
         )
+
+    def lease_event(self, mapping_uuid: str, event: str) -> None:
+        """Count a lease change (taken, stolen, lost, released) of one mapping."""
+        self.lease_events.labels(mapping_uuid, event).inc()
+
+    def set_leases_held(self, mapping_uuid: str, count: int) -> None:
+        """The number of leases of one mapping this replica holds."""
+        self.leases_held.labels(mapping_uuid).set(count)
 
     def for_mapping(self, uuid: str, function_name: str, source: str) -> MappingMetrics:
         """The children of every family for one mapping (resolved once, not per event)."""

@@ -40,6 +40,7 @@ from esm.errors import (
     ExpiredIteratorError,
     InvokeFatalError,
     InvokeServiceError,
+    LeaseLostError,
     PayloadTooLargeError,
     SourceNotFoundError,
     TrimmedDataError,
@@ -50,7 +51,7 @@ from esm.policy import Attempt, StreamPolicy, decide_stream, expired
 from esm.sources._shards import Checkpointer, Shard, StreamRecord, StreamSource
 from esm.state import Checkpoint, CheckpointKey, CheckpointStore, Position
 from esm.targets.base import Invocation, Invoker, InvokeResult
-from esm.windows import Window, read_state
+from esm.windows import STATE_LIMIT_BYTES, Window, read_state
 
 if TYPE_CHECKING:
     from esm.config import MappingConfig, RetryDelayConfig, StreamsConfig
@@ -86,6 +87,9 @@ class StreamContext:
     filter: CompiledFilter = field(default_factory=lambda: compile_filters([], SourceKind.KINESIS))
     """The mapping's FilterCriteria (no filters: every record passes)."""
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    window_state_limit: int = STATE_LIMIT_BYTES
+    """Tumbling windows: a larger state terminates the window early (AWS: 1 MB; less where the store
+    keeps less: a DynamoDB lease item holds at most 400 KB)."""
     retention: float | None = None
     """The stream's retention in seconds: with MaximumRecordAgeInSeconds -1, a record retried this long
     has expired in the stream and is discarded as AWS does (ESM-SPEC.md §4.2). None: not known."""
@@ -117,6 +121,9 @@ class StreamContext:
         while True:
             try:
                 await self.store.save_all(items)
+            except LeaseLostError as exc:
+                log.warning("lease_lost", reason=str(exc))
+                return False
             except Exception as exc:  # noqa: BLE001 - any store failure: count it and try again
                 tries += 1
                 self.metrics.checkpoint_failures.inc()
@@ -189,11 +196,14 @@ class _Lane:
 class ShardConsumer:
     """Reads one shard and processes its records until the shard ends or the mapping stops."""
 
-    def __init__(self, ctx: StreamContext, shard: Shard, start: Checkpoint) -> None:
+    def __init__(self, ctx: StreamContext, shard: Shard, start: Checkpoint, lease_token: str | None = None) -> None:
         self.ctx = ctx
         self.shard = shard
         self.start = start
-        self.key = CheckpointKey(ctx.mapping.uuid, ctx.mapping.EventSourceArn, shard.shard_id)
+        # With leases, every checkpoint write carries the acquisition it was started under (fencing).
+        self.key = CheckpointKey(ctx.mapping.uuid, ctx.mapping.EventSourceArn, shard.shard_id, lease_token)
+        self.lease_lost = False
+        self._task: asyncio.Task[Any] | None = None
         self.log = ctx.log.bind(shard=shard.shard_id)
         self.tracker = Checkpointer()
         pf = ctx.mapping.parallelization_factor
@@ -226,6 +236,7 @@ class ShardConsumer:
     async def run(self) -> StopReason:
         """Consume until the shard ends (SHARD_END) or the mapping stops (SHUTDOWN)."""
         self.log.info("shard_started", position=self.start.position.value, sequence=self.start.sequence)
+        self._task = asyncio.current_task()
         closed = False
         try:
             async with asyncio.TaskGroup() as tg:
@@ -419,6 +430,10 @@ class ShardConsumer:
         window.invoked = True
         return window
 
+    def _oversized(self, window: Window) -> bool:
+        """True when the state exceeds what may be kept: the window is terminated early before the next batch."""
+        return len(window.state) > self.ctx.window_state_limit
+
     async def _window_lane(self, lane: _Lane) -> None:
         """The one lane of a windowed shard: batches of one window at a time, then its final invocation."""
         ctx = self.ctx
@@ -435,7 +450,7 @@ class ShardConsumer:
                 # A record stamped inside a window already closed (late) goes to the next window.
                 batch_window = window or Window.for_arrival(max(head.arrival, self._closed_end), seconds)
                 # An oversized state is replaced by a fresh one before this batch is invoked.
-                sizing = Window(batch_window.start, batch_window.end) if batch_window.oversized else batch_window
+                sizing = Window(batch_window.start, batch_window.end) if self._oversized(batch_window) else batch_window
                 budget = sizing.record_budget(self.shard.shard_id, ctx.mapping.EventSourceArn)
                 batch = await self._next_batch(lane, batch_window.end, budget)
                 if not batch:
@@ -520,7 +535,11 @@ class ShardConsumer:
         todo: deque[tuple[list[StreamRecord], Attempt]] = deque([(batch, Attempt())])
         service_failures = 0
         while todo and not ctx.stopping.is_set():
-            if self.window is not None and self.window.oversized and not await self._close_window(terminated=True):
+            if (
+                self.window is not None
+                and self._oversized(self.window)
+                and not await self._close_window(terminated=True)
+            ):
                 return
             records, attempt = todo.popleft()
             old = expired([r.arrival for r in records], time.time(), ctx.maximum_record_age)
@@ -730,6 +749,8 @@ class ShardConsumer:
     async def _commit(self) -> None:
         """Write the contiguous completed position if it moved; a failure is counted and retried later."""
         async with self._commit_lock:
+            if self.lease_lost:
+                return
             position = self.tracker.position or self.saved
             version = self._window_version
             if position is None or (position == self.saved and version == self._saved_version):
@@ -738,6 +759,14 @@ class ShardConsumer:
             checkpoint = Checkpoint(Position.AFTER_SEQUENCE_NUMBER, position, window_state=window)
             try:
                 await self.ctx.store.save(self.key, checkpoint)
+            except LeaseLostError as exc:
+                # Another replica holds the shard now: stop at once; nothing more is written from here.
+                # The batches in flight may be repeated by the new owner, nothing is skipped.
+                self.lease_lost = True
+                self.log.warning("lease_lost", reason=str(exc))
+                if self._task is not None:
+                    self._task.cancel()
+                return
             except Exception as exc:  # noqa: BLE001 - any store failure: count it, keep the old checkpoint
                 self.ctx.metrics.checkpoint_failures.inc()
                 self.log.error("checkpoint_failed", reason=str(exc))

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
+from typing import TYPE_CHECKING, Any
 
 from structlog.typing import FilteringBoundLogger
 
@@ -41,7 +42,11 @@ from esm.policy import StreamPolicy
 from esm.shard_consumer import ShardConsumer, StopReason, StreamContext, backoff_delay
 from esm.sources._shards import Shard, StreamSource, eligible_shards
 from esm.state import Checkpoint, CheckpointKey, CheckpointStore, Position
+from esm.state.dynamodb import WINDOW_STATE_LIMIT_BYTES
 from esm.targets.base import Invoker
+
+if TYPE_CHECKING:
+    from esm.leases import MappingLeases
 
 __all__ = ["StreamMappingRunner"]
 
@@ -79,8 +84,10 @@ class StreamMappingRunner:
         health: MappingHealth,
         logger: FilteringBoundLogger,
         function_arn: str,
+        leases: MappingLeases | None = None,
     ) -> None:
         self.mapping = mapping
+        self.leases = leases
         self.stream = stream
         self.health = health
         self.metrics = metrics
@@ -106,11 +113,14 @@ class StreamMappingRunner:
             filter=compile_filters(mapping.filter_patterns, mapping.source.kind),
         )
         self.ctx.runner = self
+        if leases is not None:
+            self.ctx.window_state_limit = WINDOW_STATE_LIMIT_BYTES
         self._wake = asyncio.Event()
         self._source_failures = 0
         self._target_failures = 0
         self._target_reason = ""
         self._failing: dict[str | None, str] = {}
+        self._releasing: set[asyncio.Task[None]] = set()
 
     # lifecycle ------------------------------------------------------------------------------
 
@@ -132,6 +142,9 @@ class StreamMappingRunner:
         if not self.mapping.Enabled:
             self.health.set(MappingState.DISABLED)
             self.log.info("mapping_disabled")
+            return
+        if self.leases is not None:
+            await self._run_leased(self.leases)
             return
         checkpoints = await self.store.load(self.mapping.uuid, self.mapping.EventSourceArn)
         finished = {shard for shard, cp in checkpoints.items() if cp.finished}
@@ -186,6 +199,82 @@ class StreamMappingRunner:
             self.metrics.shards_held.set(0)
             self.health.set(MappingState.STOPPED)
             self.log.info("mapping_stopped")
+
+    async def _run_leased(self, leases: MappingLeases) -> None:
+        """Consume the shards whose lease this replica holds (several replicas share the stream).
+
+        Every listed shard gets a lease (its starting checkpoint, as in `run`); the coordinator's
+        balancer takes this replica's share; a consumer starts for each held lease whose shard is
+        eligible (parents at SHARD_END on whichever replica), and is cancelled the moment its lease
+        is lost. A shard that reached SHARD_END releases its lease.
+        """
+        consumers: dict[str, asyncio.Task[StopReason]] = {}
+        self.log.info("mapping_started", leases=True)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                while not self.ctx.stopping.is_set():
+                    self._wake.clear()
+                    leases.changed.clear()
+                    try:
+                        listed = await self.stream.list_shards()
+                        await leases.sync(
+                            listed,
+                            first=lambda s: self._start_of(s, self.mapping.starting_position),
+                            later=lambda s: self._start_of(s, "TRIM_HORIZON"),
+                        )
+                        await self._ensure_retention()
+                    except AwsError as exc:
+                        self.source_failed(exc)
+                        self._source_failures += 1
+                        await self.ctx.sleep(backoff_delay(self.settings.retry_delay, self._source_failures))
+                        continue
+                    self._source_failures = 0
+                    self.source_ok()
+                    held = leases.held()
+                    for shard_id, task in list(consumers.items()):
+                        if shard_id not in held:
+                            self.log.warning("shard_consumer_stopped", shard=shard_id, reason="lease lost")
+                            task.cancel()
+                    finished = leases.finished()
+                    for shard in eligible_shards(listed, finished):
+                        if shard.shard_id in consumers or shard.shard_id not in held:
+                            continue
+                        start, token = held[shard.shard_id]
+                        consumer = ShardConsumer(self.ctx, shard, start, lease_token=token)
+                        task = tg.create_task(consumer.run(), name=f"shard-{self.mapping.uuid}-{shard.shard_id}")
+                        consumers[shard.shard_id] = task
+                        task.add_done_callback(
+                            functools.partial(self._leased_consumer_done, shard_id=shard.shard_id, consumers=consumers)
+                        )
+                    self.metrics.shards_held.set(len(consumers))
+                    await self._wait_for_change(leases)
+                self.health.set(MappingState.STOPPING)
+        finally:
+            self.metrics.shards_held.set(0)
+            self.health.set(MappingState.STOPPED)
+            self.log.info("mapping_stopped")
+
+    def _leased_consumer_done(self, task: asyncio.Task[StopReason], shard_id: str, consumers: dict[str, Any]) -> None:
+        consumers.pop(shard_id, None)
+        self._failing.pop(shard_id, None)
+        self.metrics.shards_held.set(len(consumers))
+        if not task.cancelled() and task.exception() is None and task.result() is StopReason.SHARD_END:
+            assert self.leases is not None
+            # Released so that it stops being renewed; children may start on any replica now.
+            releasing = asyncio.create_task(self.leases.release(shard_id))
+            self._releasing.add(releasing)
+            releasing.add_done_callback(self._releasing.discard)
+        self._wake.set()
+
+    async def _wait_for_change(self, leases: MappingLeases) -> None:
+        """Until the next discovery, a lease change, or a shard end."""
+        wake = asyncio.create_task(self._wake.wait())
+        changed = asyncio.create_task(leases.changed.wait())
+        try:
+            await asyncio.wait({wake, changed}, timeout=self.settings.discovery_interval, return_when="FIRST_COMPLETED")
+        finally:
+            wake.cancel()
+            changed.cancel()
 
     def _consumer_done(
         self,

@@ -31,6 +31,7 @@ __all__ = [
     "HttpConfig",
     "MappingConfig",
     "Problem",
+    "ReloadConfig",
     "RetryDelayConfig",
     "ShutdownConfig",
     "StateConfig",
@@ -106,9 +107,30 @@ class AwsConfig(_Frozen):
 
 
 class DynamoStateConfig(_Frozen):
-    """A DynamoDB lease table shared by several replicas (stream mappings)."""
+    """A DynamoDB lease table shared by several replicas (stream mappings); spec/LEASES.md."""
 
-    table: str = Field(description="Lease table name.")
+    table: str = Field(
+        min_length=3, max_length=255, pattern=r"^[a-zA-Z0-9_.-]+$", description="Lease table name (one per deployment)."
+    )
+    create: bool = Field(True, description="Create the table (on-demand billing) when it is missing.")
+    failover_time: float = Field(
+        10.0,
+        ge=1,
+        le=600,
+        description="Seconds without a counter change after which another replica may take a lease "
+        "(judged on each replica's own monotonic clock). Leases are renewed every failover_time/3.",
+    )
+    balance_interval: float | None = Field(
+        None,
+        gt=0,
+        le=3600,
+        description="Seconds between balance rounds (scan, take, steal); default failover_time / 2 (KCL: "
+        "2 × failover_time, which makes its failover 20–40 s). Jittered ±10 % per replica.",
+    )
+    max_steal_per_round: int = Field(
+        5, ge=1, le=1000, description="Leases one replica may steal from the most loaded one per round (KCL: 1)."
+    )
+    max_leases_per_replica: int | None = Field(None, ge=1, description="Never hold more leases than this.")
 
 
 class StateConfig(_Frozen):
@@ -193,6 +215,19 @@ class ShutdownConfig(_Frozen):
         description="Seconds in-flight invocations may take to finish after a stop signal before they "
         "are abandoned (their messages return to the queue). Keep it below Kubernetes' "
         "terminationGracePeriodSeconds.",
+    )
+
+
+class ReloadConfig(_Frozen):
+    """Hot reload: SIGHUP, or a change of the configuration file, applies the new file per mapping."""
+
+    watch: bool = Field(
+        True,
+        description="Poll the configuration file's content and reload when it changes (a Kubernetes "
+        "ConfigMap's atomic `..data` symlink swap included). SIGHUP reloads either way.",
+    )
+    interval: float = Field(
+        2.0, gt=0, le=3600, description="Seconds between two checks of the configuration file's content."
     )
 
 
@@ -481,6 +516,9 @@ class ConfigFile(_Frozen):
     state: StateConfig = Field(default_factory=StateConfig, description="Where stream checkpoints live.")
     http: HttpConfig = Field(default_factory=HttpConfig, description="/metrics, /healthz, /readyz server.")
     shutdown: ShutdownConfig = Field(default_factory=ShutdownConfig, description="Drain on stop signals.")
+    reload: ReloadConfig = Field(
+        default_factory=ReloadConfig, description="Hot reload on SIGHUP and on a change of the file."
+    )
     streams: StreamsConfig = Field(
         default_factory=StreamsConfig, description="Polling and retry delays of Kinesis and DynamoDB Streams mappings."
     )

@@ -150,18 +150,16 @@ def filter_criteria_problems(spec: ConfigFile) -> Iterator[Problem]:
 
 
 def state_problems(spec: ConfigFile) -> Iterator[Problem]:
-    """Stream mappings need a checkpoint store this version provides: SQLite (DynamoDB leases: issue #5)."""
+    """Stream mappings need a checkpoint store: SQLite (one replica) or the DynamoDB lease table (several)."""
     streams = any(m.source.kind is not SourceKind.SQS for m in spec.event_source_mappings)
     if not streams:
         return
-    if spec.state.dynamodb is not None:
+    if spec.state.dynamodb is None and spec.state.sqlite is None:
         yield Problem(
-            "state.dynamodb",
-            "the DynamoDB lease table is not available in this version of esm (planned in issue #5); "
-            "use state.sqlite (one replica)",
+            "state.sqlite",
+            "Kinesis and DynamoDB Streams mappings need a checkpoint store: set state.sqlite (one replica) "
+            "or state.dynamodb (several replicas)",
         )
-    elif spec.state.sqlite is None:
-        yield Problem("state.sqlite", "Kinesis and DynamoDB Streams mappings need a checkpoint store: set state.sqlite")
 
 
 def function_problems(functions: dict[str, FunctionConfig]) -> Iterator[Problem]:

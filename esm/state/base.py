@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 __all__ = ["Checkpoint", "CheckpointKey", "CheckpointStore", "Position"]
@@ -76,11 +76,17 @@ class Checkpoint:
 
 @dataclass(frozen=True, slots=True)
 class CheckpointKey:
-    """Which shard of which stream of which mapping a checkpoint belongs to."""
+    """Which shard of which stream of which mapping a checkpoint belongs to.
+
+    `token`: with the DynamoDB lease table, the acquisition of the lease the writer was started
+    with; a write with a token that is not the current one is refused (a consumer of a lost lease
+    never writes again, even if this replica took the lease back). Not part of equality.
+    """
 
     mapping_uuid: str
     stream_arn: str
     shard_id: str
+    token: str | None = field(default=None, compare=False)
 
 
 class CheckpointStore(Protocol):

@@ -403,12 +403,21 @@ INVALID = [
         id="tumbling-window-too-long",
     ),
     pytest.param(
-        "state: {dynamodb: {table: leases}}\n" + sqs_mapping("StartingPosition: LATEST", arn=STREAM),
+        "state: {sqlite: null}\n" + sqs_mapping("StartingPosition: LATEST", arn=STREAM),
         [
-            "state.dynamodb: the DynamoDB lease table is not available in this version of esm (planned in issue "
-            "#5); use state.sqlite (one replica)"
+            "state.sqlite: Kinesis and DynamoDB Streams mappings need a checkpoint store: set state.sqlite (one "
+            "replica) or state.dynamodb (several replicas)"
         ],
-        id="dynamodb-state-planned",
+        id="stream-without-state",
+    ),
+    pytest.param(
+        "state: {dynamodb: {table: 'no spaces', failover_time: 0.5, max_steal_per_round: 0}}\n",
+        [
+            "state.dynamodb.table: String should match pattern '^[a-zA-Z0-9_.-]+$'",
+            "state.dynamodb.failover_time: Input should be greater than or equal to 1",
+            "state.dynamodb.max_steal_per_round: Input should be greater than or equal to 1",
+        ],
+        id="dynamodb-state-bad-values",
     ),
     # --- other sections --------------------------------------------------------------------------
     pytest.param("http: {listen: localhost}\n", [f"http.listen: {LISTEN}"], id="http-listen-without-port"),
