@@ -1,7 +1,9 @@
 """`make bench`: esm's CPU cost per message against a bare aiobotocore loop, in one run.
 
-Two cases: SQS (below) and Kinesis (`benchmarks/kinesis.py`: CPU per 1,000 records against a
-bare GetRecords loop on kinesalite, and put-to-invoke latency p50/p99).
+Cases: SQS (below); Kinesis (`benchmarks/kinesis.py`: CPU per 1,000 records against a bare
+GetRecords loop on kinesalite, and put-to-invoke latency p50/p99); filter evaluation
+(`benchmarks/filtering.py`); failover, handoff and rebalance of several replicas against KCL's
+defaults (`benchmarks/replicas.py`).
 
 Method: a moto server runs in its own process (its CPU is not counted). For each contender the
 same number of messages is put on a fresh standard queue; the contender drains it with 5
@@ -201,3 +203,7 @@ if __name__ == "__main__":
 
     asyncio.run(kinesis.main(args.records, args.rounds))
     filtering.main(rounds=args.rounds)
+    from benchmarks import replicas
+
+    with moto_server() as endpoint:
+        asyncio.run(replicas.main(endpoint))

@@ -179,6 +179,7 @@ class LeaseCoordinator:
         self._worker_counter = 0
         self._paused = False
         self._stopped = False
+        self._round_lock = asyncio.Lock()
         self.rounds = 0
 
     # lifecycle --------------------------------------------------------------------------------
@@ -207,8 +208,10 @@ class LeaseCoordinator:
         if self._stopped:
             return
         self._stopped = True
-        for task in self._tasks:
-            task.cancel()
+        self._paused = True
+        async with self._round_lock:  # a round in progress finishes its takes (none is half-known)
+            for task in self._tasks:
+                task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -387,22 +390,29 @@ class LeaseCoordinator:
 
     async def balance_round(self) -> None:
         """One scan, then take (and if need be steal) this replica's share of every mapping."""
+        async with self._round_lock:
+            await self._balance()
+
+    async def _balance(self) -> None:
         await self._scan()
         if self._paused:
             return
         self.rounds += 1
         self.metrics.lease_balance_rounds.inc()
+        for view in list(self.views.values()):
+            await self._balance_mapping(view)
+
+    def _judge(self) -> tuple[set[str], int]:
+        """From the last scan: the available leases (unowned or expired) and the number of live replicas."""
         now = time.monotonic()
         available = {k for k, s in self.seen.items() if s.item.owner is None or self._expired(s, now)}
         live = {s.item.owner for k, s in self.seen.items() if k not in available and s.item.owner is not None}
         live |= {s.item.owner for s in self.workers.values() if s.item.owner and not self._expired(s, now)}
         live.add(self.replica)
-        for view in list(self.views.values()):
-            await self._balance_mapping(view, available, len(live), now)
+        return available, len(live)
 
-    async def _balance_mapping(
-        self, view: MappingLeases, available: set[str], replicas: int, now: float, *, fresh: bool = False
-    ) -> None:
+    async def _balance_mapping(self, view: MappingLeases, *, fresh: bool = False) -> None:
+        available, replicas = self._judge()
         mine = [s for s in self.seen.values() if view._mine(s.item)]
         by_shard = {s.item.shard_id: s.item for s in mine}
         ready = [
@@ -429,34 +439,42 @@ class LeaseCoordinator:
         # other replicas' takes of this round may have made stale (that churn is what slows KCL down).
         if not fresh:
             await self._scan()
-            now = time.monotonic()
-            available = {k for k, s in self.seen.items() if s.item.owner is None or self._expired(s, now)}
-            await self._balance_mapping(view, available, replicas, now, fresh=True)
+            await self._balance_mapping(view, fresh=True)
             return
         owners = Counter(s.item.owner for s in ready if s.item.key not in available and s.item.owner != self.replica)
-        if not owners:
-            return
-        victim, count = owners.most_common(1)[0]
-        if count > target:
-            steal = min(needed, count - target)
-        elif count == target and needed > 1:
-            steal = 1
-        else:
-            return
-        steal = min(steal, self.settings.max_steal_per_round)
-        candidates = [s for s in ready if s.item.owner == victim and s.item.key not in available]
-        for s in random.sample(candidates, min(steal, len(candidates))):
-            await self._take(s, stolen=True)
+        budget = self.settings.max_steal_per_round
+        # One lease at a time from whoever is the most loaded now (never taking anyone below the
+        # share, except one from a replica at the share while this one lacks more than one, as KCL).
+        while needed > 0 and budget > 0 and owners:
+            victim, count = owners.most_common(1)[0]
+            if not (count > target or (count == target and needed > 1)):
+                return
+            candidates = [
+                s
+                for s in ready
+                if s.item.owner == victim and s.item.key not in available and s.item.key not in self.held
+            ]
+            if not candidates:
+                return
+            budget -= 1
+            owners[victim] -= 1
+            if await self._take(random.choice(candidates), stolen=True):  # noqa: S311 - spread, not crypto
+                needed -= 1
+                if count == target:
+                    return
 
-    async def _take(self, seen: _Seen, *, stolen: bool) -> None:
+    async def _take(self, seen: _Seen, *, stolen: bool) -> bool:
+        """Take (or steal) a lease as last seen; False if another replica was faster or DynamoDB failed."""
         item = seen.item
+        if self._paused:
+            return False  # shutting down: take nothing more
         try:
             taken = await self.table.take(item.key, item.counter, self.replica, item.owner)
         except AwsError as exc:
             self.log.warning("lease_take_failed", shard=item.shard_id, code=exc.code)
-            return
+            return False
         if not taken:
-            return  # another replica was faster: a normal outcome
+            return False  # another replica was faster: a normal outcome
         self.held[item.key] = _Held(
             item=item,
             counter=item.counter + 1,
@@ -470,6 +488,7 @@ class LeaseCoordinator:
             "lease_taken", mapping=item.mapping_uuid, shard=item.shard_id, previous_owner=item.owner, stolen=stolen
         )
         self._changed(item)
+        return True
 
 
 class LeaseCheckpointStore:

@@ -197,6 +197,7 @@ class TestSharing:
             await wait_for(lambda: tmp_path.joinpath("r1.log").exists(), within=10)
             await wait_until(lambda: converged(replicas, ["r1", "r2", "r3"], 12), within=40)
             took = time.monotonic() - started
+            await wait_until(lambda: settled(replicas, ["r1", "r2", "r3"], 12), within=40)
             owners = await replicas.owners()
             assert len(owners) == 12
             assert Counter(owners.values()) == {"r1": 4, "r2": 4, "r3": 4}
@@ -383,3 +384,118 @@ async def active(kinesis: Any, name: str) -> dict[str, Any]:
             return desc  # type: ignore[no-any-return]
         await asyncio.sleep(0.05)
     raise AssertionError(f"stream {name} did not become ACTIVE")
+
+
+def http_port(replicas: Replicas, name: str) -> int:
+    [event] = [e for e in replicas.log(name) if e.get("event") == "http_listening"]
+    return int(event["port"])
+
+
+async def scrape(port: int) -> dict[str, float]:
+    """The replica's /metrics as {"name{labels}": value} for the lease families."""
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}/metrics") as response:
+        text = await response.text()
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("esm_lease") or line.startswith("esm_replica_info"):
+            key, _, value = line.rpartition(" ")
+            out[key] = float(value)
+    return out
+
+
+class TestLeaseTableAndReload:
+    async def test_metrics_show_each_replicas_leases(
+        self, tmp_path: Path, moto_endpoint: str, dynamodb: Any, stream12: tuple[str, str]
+    ) -> None:
+        _, arn = stream12
+        table = unique("leases")
+        endpoints = {"kinesis": moto_endpoint, "dynamodb": moto_endpoint}
+        replicas = Replicas(tmp_path, replica_config(endpoints, table, arn), dynamodb, table)
+        try:
+            for r in ("r1", "r2"):
+                replicas.start(r)
+            await wait_until(lambda: settled(replicas, ["r1", "r2"], 12), within=40)
+            scraped = {r: await scrape(http_port(replicas, r)) for r in ("r1", "r2")}
+        finally:
+            codes = replicas.stop_all()
+        assert set(codes.values()) == {0}
+        for name, metrics in scraped.items():
+            held = [v for k, v in metrics.items() if k.startswith("esm_leases_held{")]
+            assert held == [6.0], name
+            assert metrics["esm_lease_balance_rounds_total"] >= 3
+            taken = sum(v for k, v in metrics.items() if k.startswith("esm_lease_events_total{") and "taken" in k)
+            stolen = sum(v for k, v in metrics.items() if k.startswith("esm_lease_events_total{") and "stolen" in k)
+            lost = sum(v for k, v in metrics.items() if k.startswith("esm_lease_events_total{") and "lost" in k)
+            assert taken + stolen - lost == 6  # every lease it holds, it took or stole (and kept)
+            [info] = [k for k in metrics if k.startswith("esm_replica_info{")]
+            assert f'replica="{name}-' in info
+
+    async def test_a_missing_table_is_a_clear_error_when_creation_is_off(
+        self, tmp_path: Path, moto_endpoint: str, dynamodb: Any, stream12: tuple[str, str]
+    ) -> None:
+        _, arn = stream12
+        table = unique("absent")
+        config = replica_config({"kinesis": moto_endpoint, "dynamodb": moto_endpoint}, table, arn)
+        config["state"]["dynamodb"]["create"] = False
+        replicas = Replicas(tmp_path, config, dynamodb, table)
+        replicas.start("r1")
+        code = replicas.procs.pop("r1").wait(30)
+        assert code == 1
+        [error] = [e for e in replicas.log("r1") if e.get("event") == "state_unusable"]
+        assert f"the lease table {table} does not exist and state.dynamodb.create is false" in error["reason"]
+        assert await replicas.owners() == {}  # nothing was created
+
+    async def test_reload_keeps_the_leases_of_unchanged_mappings(
+        self, tmp_path: Path, moto_endpoint: str, kinesis: Any, dynamodb: Any, sqs: Any
+    ) -> None:
+        name = unique("reload")
+        await kinesis.create_stream(StreamName=name, ShardCount=4)
+        arn = (await kinesis.describe_stream_summary(StreamName=name))["StreamDescriptionSummary"]["StreamARN"]
+        queue = unique("reload-q")
+        await sqs.create_queue(QueueName=queue)
+        table = unique("leases")
+        endpoints = {"kinesis": moto_endpoint, "dynamodb": moto_endpoint, "sqs": moto_endpoint}
+        config = replica_config(endpoints, table, arn)
+        config["reload"] = {"watch": False}
+        replicas = Replicas(tmp_path, config, dynamodb, table)
+        try:
+            replicas.start("r1")
+            await wait_until(lambda: settled(replicas, ["r1"], 4), within=40)
+            before = await replicas.owners()
+            # Add an SQS mapping: the stream mapping is not touched (no lease released or taken).
+            config["event_source_mappings"].append(
+                {"EventSourceArn": f"arn:aws:sqs:{REGION}:123456789012:{queue}", "FunctionName": "fn"}
+            )
+            write_config(tmp_path, config)
+            proc = replicas.procs["r1"]
+            proc.send_signal(signal.SIGHUP)
+            await wait_for(lambda: any(e.get("event") == "config_reloaded" for e in replicas.log("r1")), within=20)
+            # An invalid file changes nothing.
+            replicas.path.write_text(replicas.path.read_text() + "\nnot_a_section: 1\n")
+            proc.send_signal(signal.SIGHUP)
+            await wait_for(lambda: any(e.get("event") == "reload_rejected" for e in replicas.log("r1")), within=20)
+            await asyncio.sleep(3 * BALANCE)
+            kept = await replicas.owners()
+            # Remove the stream mapping: its leases are released.
+            config["event_source_mappings"] = config["event_source_mappings"][1:]
+            write_config(tmp_path, config)
+            proc.send_signal(signal.SIGHUP)
+            await wait_until(lambda: _all_unowned(replicas), within=20)
+        finally:
+            codes = replicas.stop_all()
+        assert codes == {"r1": 0}
+        assert kept == before
+        log = replicas.log("r1")
+        reloaded = next(i for i, e in enumerate(log) if e.get("event") == "config_reloaded")
+        rejected = next(i for i, e in enumerate(log) if e.get("event") == "reload_rejected")
+        between = [e.get("event") for e in log[reloaded:rejected]]
+        assert "lease_released" not in between
+        assert "lease_taken" not in between
+        assert "shard_stopped" not in between
+
+
+async def _all_unowned(replicas: Replicas) -> bool:
+    owners = await replicas.owners()
+    return bool(owners) and set(owners.values()) == {None}
