@@ -401,6 +401,17 @@ class LeaseCoordinator:
         self.metrics.lease_balance_rounds.inc()
         for view in list(self.views.values()):
             await self._balance_mapping(view)
+        await self._forget_dead_workers()
+
+    async def _forget_dead_workers(self) -> None:
+        """Delete worker rows silent for ten failover times (replicas killed without a goodbye)."""
+        now = time.monotonic()
+        for key, seen in list(self.workers.items()):
+            if now - seen.changed_at > 10 * self.settings.failover_time and seen.item.owner != self.replica:
+                with contextlib.suppress(AwsError):
+                    if await self.table.delete(key, seen.item.counter):
+                        self.workers.pop(key, None)
+                        self.log.info("worker_forgotten", worker=seen.item.owner)
 
     def _judge(self) -> tuple[set[str], int]:
         """From the last scan: the available leases (unowned or expired) and the number of live replicas."""

@@ -703,6 +703,24 @@ async def test_stop_releases_every_lease_and_removes_the_worker_row(harness: Har
     assert set(held(b)) == set(shards)
 
 
+async def test_a_dead_replicas_worker_row_stops_counting_and_is_deleted(harness: Harness) -> None:
+    """A replica killed without a goodbye leaves its worker row: it stops counting as a replica once
+    silent for the failover time, and is deleted after ten failover times."""
+    table = harness.table
+    await create_leases(table, 4)
+    await table.heartbeat("dead", 7)
+    a = coordinator(table, "a", failover_time=0.2)
+    await a.balance_round()
+    assert len(held(a)) == 2  # "dead" still counts: just seen, its silence not yet long enough
+    await asyncio.sleep(0.3)
+    await a.balance_round()
+    assert len(held(a)) == 4  # silent for the failover time: not a replica any more
+    await asyncio.sleep(2.0)
+    await a.balance_round()
+    _, workers, _ = await table.scan()
+    assert "dead" not in {w.owner for w in workers}
+
+
 # 3. lost replies ---------------------------------------------------------------------------------
 
 
