@@ -149,6 +149,16 @@ class MappingLeases:
         await self.coordinator.release(lease_key(self.mapping_uuid, self.stream_arn, shard_id))
 
 
+def _same(stored: Checkpoint, written: Checkpoint) -> bool:
+    """True if a stored checkpoint is `written` (what a lease row keeps of it)."""
+    return (stored.position, stored.sequence, stored.timestamp, stored.window_state) == (
+        written.position,
+        written.sequence,
+        written.timestamp,
+        written.window_state,
+    )
+
+
 def _ended(item: LeaseItem) -> bool:
     return item.checkpoint.position is Position.SHARD_END
 
@@ -257,14 +267,19 @@ class LeaseCoordinator:
         async with held.lock:
             if self.held.get(lkey) is not held:
                 raise LeaseLostError(key.shard_id)
-            while not await self.table.checkpoint(lkey, held.counter, self.replica, checkpoint):
+            written = await self.table.checkpoint(lkey, held.counter, self.replica, checkpoint)
+            while not written:
                 item = await self.table.get(lkey)
-                if not self._went_through(held, item):
+                if item is None or not self._went_through(held, item):
                     self._lose(lkey, held, "checkpoint refused: another replica holds the lease")
                     raise LeaseLostError(key.shard_id)
-                # An earlier write of ours (its answer lost) moved the counter: write again on top of it.
+                held.counter += 1  # an earlier write of ours, whose answer was lost, moved the counter
+                if _same(item.checkpoint, checkpoint):
+                    break  # it was this very checkpoint (a retry after that lost answer): written once
+                # A renewal or an older checkpoint: write this one on top of it.
+                written = await self.table.checkpoint(lkey, held.counter, self.replica, checkpoint)
+            else:
                 held.counter += 1
-            held.counter += 1
             held.renewed_at = time.monotonic()
             held.checkpoint = checkpoint
 

@@ -452,6 +452,23 @@ COORDINATOR_ARGS = {
         ("checkpoint", 0, 0, None),
     ],
 )
+@example(  # found in CI: a lost answer, then the same checkpoint retried, must be applied once, not twice
+    replicas=2,
+    leases=3,
+    thieves=[True, False, True, False],
+    ops=[
+        ("fault", 3, "applied"),
+        ("stale", 1, 1),
+        ("checkpoint", 3, 0, None),
+        ("round", 1),
+        ("retry", 1, None),
+        ("round", 2),
+        ("retry", 3, "w2"),
+        ("fault", 3, "applied"),
+        ("checkpoint", 1, 1, "w2"),
+        ("checkpoint", 1, 1, None),
+    ],
+)
 def test_no_two_coordinators_checkpoint_a_shard_in_one_epoch(
     moto_endpoint: str, replicas: int, leases: int, thieves: list[bool], ops: list[tuple[Any, ...]]
 ) -> None:
