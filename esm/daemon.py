@@ -370,7 +370,8 @@ class Daemon:
             e.health,
             log,
             function_arn=function_arn(name, fn, m),
-            leases=self._leases.view(m.uuid, m.EventSourceArn) if self._leases is not None else None,
+            # A disabled mapping takes no leases: its share is left to the replicas that run it.
+            leases=self._leases.view(m.uuid, m.EventSourceArn) if self._leases is not None and m.Enabled else None,
         )
 
     async def _close_env(self) -> None:

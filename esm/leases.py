@@ -35,9 +35,9 @@ import random
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from structlog.typing import FilteringBoundLogger
 
@@ -102,6 +102,8 @@ class MappingLeases:
         self.stream_arn = stream_arn
         self.changed = asyncio.Event()
         """Set when a lease of this mapping was taken or lost (the runner looks again)."""
+        self.listed: set[str] | None = None
+        """The shards the stream listed at the last `sync` (None before the first)."""
 
     def _mine(self, item: LeaseItem) -> bool:
         return item.mapping_uuid == self.mapping_uuid and item.stream_arn == self.stream_arn
@@ -143,6 +145,32 @@ class MappingLeases:
         if created:
             c.log.info("leases_created", mapping=self.mapping_uuid, count=created, first_start=first_start)
             c.poke()
+        self.listed = {shard.shard_id for shard in listed}
+        await self._drop_unlisted(c, self.listed)
+
+    async def _drop_unlisted(self, c: LeaseCoordinator, listed: set[str]) -> None:
+        """Delete the leases of shards the stream no longer lists (trimmed past its retention).
+
+        Nothing is left to read in them, and a parent that is gone must not block its children
+        (spec/LEASES.md §13.6). A lease this replica holds is released first; one another live
+        replica holds is left to it (its own listing will drop it).
+        """
+        now = time.monotonic()
+        for key, seen in list(c.seen.items()):
+            item = seen.item
+            if not self._mine(item) or item.shard_id in listed:
+                continue
+            if key in c.held:
+                await c.release(key)
+                current = await c.table.get(key)
+                if current is None or current.owner is not None:
+                    continue
+                item = current
+            elif item.owner is not None and not c.expired(seen, now):
+                continue
+            if await c.table.delete(key, item.counter):
+                c.seen.pop(key, None)
+                c.log.warning("lease_deleted", mapping=self.mapping_uuid, shard=item.shard_id, reason="not listed")
 
     async def release(self, shard_id: str) -> None:
         """Give up this shard's lease (after SHARD_END, or when the consumer stopped for good)."""
@@ -203,6 +231,7 @@ class LeaseCoordinator:
         self._tasks = [
             asyncio.create_task(self._renew_loop(), name="lease-renewer"),
             asyncio.create_task(self._balance_loop(), name="lease-balancer"),
+            asyncio.create_task(self._watchdog(), name="lease-watchdog"),
         ]
         self.log.info("leases_started", table=self.table.name, leases=len(self.seen), replicas=len(self.workers))
 
@@ -244,9 +273,10 @@ class LeaseCoordinator:
 
     async def forget(self, mapping_uuid: str, stream_arn: str) -> None:
         """A mapping stops here (hot reload removed it): release its leases, take no more."""
-        view = self.views.pop((mapping_uuid, stream_arn), None)
-        if view is not None:
-            await asyncio.gather(*(self.release(k) for k, h in list(self.held.items()) if view._mine(h.item)))
+        async with self._round_lock:  # no round may take a lease for it after this
+            view = self.views.pop((mapping_uuid, stream_arn), None)
+            if view is not None:
+                await asyncio.gather(*(self.release(k) for k, h in list(self.held.items()) if view._mine(h.item)))
 
     def poke(self) -> None:
         """Run a balance round now (leases were created)."""
@@ -267,6 +297,7 @@ class LeaseCoordinator:
         async with held.lock:
             if self.held.get(lkey) is not held:
                 raise LeaseLostError(key.shard_id)
+            sent = time.monotonic()
             written = await self.table.checkpoint(lkey, held.counter, self.replica, checkpoint)
             while not written:
                 item = await self.table.get(lkey)
@@ -280,7 +311,7 @@ class LeaseCoordinator:
                 written = await self.table.checkpoint(lkey, held.counter, self.replica, checkpoint)
             else:
                 held.counter += 1
-            held.renewed_at = time.monotonic()
+                held.renewed_at = max(held.renewed_at, sent)
             held.checkpoint = checkpoint
 
     def _went_through(self, held: _Held, item: LeaseItem | None) -> bool:
@@ -319,7 +350,33 @@ class LeaseCoordinator:
         while True:
             due += self.settings.renew_interval
             await asyncio.sleep(max(0.0, due - loop.time()))
-            await asyncio.gather(self._beat(), *(self._renew(key, held) for key, held in list(self.held.items())))
+            # Each call is bounded by the period, so one slow answer holds up neither the others nor
+            # the next round (an abandoned write is recognised later: see `_went_through`).
+            await asyncio.gather(
+                *(
+                    self._bounded(call)
+                    for call in (self._beat(), *(self._renew(key, held) for key, held in list(self.held.items())))
+                )
+            )
+
+    async def _bounded(self, call: Coroutine[Any, Any, None]) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.settings.renew_interval):
+                await call
+
+    async def _watchdog(self) -> None:
+        """Give a lease up once its last successful renewal was *sent* 80 % of the failover time ago.
+
+        Another replica can take it only `failover_time` after it saw the counter move, which is
+        after that send: this replica's consumer is stopped first, whatever state its renewals are in.
+        """
+        limit = 0.8 * self.settings.failover_time
+        while True:
+            await asyncio.sleep(self.settings.failover_time / 20)
+            now = time.monotonic()
+            for key, held in list(self.held.items()):
+                if now - held.renewed_at > limit:
+                    self._lose(key, held, "not renewed within the failover time")
 
     async def _beat(self) -> None:
         try:
@@ -332,22 +389,18 @@ class LeaseCoordinator:
         async with held.lock:
             if self.held.get(key) is not held:
                 return
-            if time.monotonic() - held.renewed_at > self.settings.failover_time:
-                # Others may see it expired by now: stop before they can take it.
-                self._lose(key, held, "not renewed within the failover time")
-                return
+            sent = time.monotonic()
             try:
                 if await self.table.renew(key, held.counter, self.replica):
                     held.counter += 1
-                    held.renewed_at = time.monotonic()
+                    held.renewed_at = max(held.renewed_at, sent)
                     return
                 item = await self.table.get(key)
             except AwsError as exc:
                 self.log.warning("lease_renew_failed", shard=held.item.shard_id, code=exc.code)
                 return
             if self._went_through(held, item):
-                held.counter += 1
-                held.renewed_at = time.monotonic()
+                held.counter += 1  # not counted as renewed: when that write landed is not known
                 return
             self._lose(key, held, "taken by another replica")
 
@@ -400,7 +453,7 @@ class LeaseCoordinator:
             return _Seen(item, now)
         return _Seen(item, previous.changed_at)
 
-    def _expired(self, seen: _Seen, now: float) -> bool:
+    def expired(self, seen: _Seen, now: float) -> bool:
         return now - seen.changed_at > self.settings.failover_time
 
     async def balance_round(self) -> None:
@@ -431,15 +484,17 @@ class LeaseCoordinator:
     def _judge(self) -> tuple[set[str], int]:
         """From the last scan: the available leases (unowned or expired) and the number of live replicas."""
         now = time.monotonic()
-        available = {k for k, s in self.seen.items() if s.item.owner is None or self._expired(s, now)}
+        available = {k for k, s in self.seen.items() if s.item.owner is None or self.expired(s, now)}
         live = {s.item.owner for k, s in self.seen.items() if k not in available and s.item.owner is not None}
-        live |= {s.item.owner for s in self.workers.values() if s.item.owner and not self._expired(s, now)}
+        live |= {s.item.owner for s in self.workers.values() if s.item.owner and not self.expired(s, now)}
         live.add(self.replica)
         return available, len(live)
 
     async def _balance_mapping(self, view: MappingLeases, *, fresh: bool = False) -> None:
         available, replicas = self._judge()
         mine = [s for s in self.seen.values() if view._mine(s.item)]
+        if view.listed is not None:  # shards no longer listed have nothing to read (and block nothing)
+            mine = [s for s in mine if s.item.shard_id in view.listed]
         by_shard = {s.item.shard_id: s.item for s in mine}
         ready = [
             s
@@ -449,9 +504,9 @@ class LeaseCoordinator:
         if not ready:
             return
         target = math.ceil(len(ready) / replicas)
-        if self.settings.max_leases_per_replica is not None:
-            target = min(target, self.settings.max_leases_per_replica)
         held = sum(1 for s in ready if s.item.key in self.held)
+        if self.settings.max_leases_per_replica is not None:  # across all mappings
+            target = min(target, held + self.settings.max_leases_per_replica - len(self.held))
         needed = target - held
         if needed <= 0:
             return
@@ -494,6 +549,7 @@ class LeaseCoordinator:
         item = seen.item
         if self._paused:
             return False  # shutting down: take nothing more
+        sent = time.monotonic()
         try:
             taken = await self.table.take(item.key, item.counter, self.replica, item.owner)
         except AwsError as exc:
@@ -506,7 +562,7 @@ class LeaseCoordinator:
             counter=item.counter + 1,
             token=uuid.uuid4().hex,
             checkpoint=item.checkpoint,
-            renewed_at=time.monotonic(),
+            renewed_at=sent,
         )
         self.seen[item.key] = _Seen(item, time.monotonic())
         self.metrics.lease_event(item.mapping_uuid, "stolen" if stolen else "taken")

@@ -205,16 +205,23 @@ class StreamMappingRunner:
 
         Every listed shard gets a lease (its starting checkpoint, as in `run`); the coordinator's
         balancer takes this replica's share; a consumer starts for each held lease whose shard is
-        eligible (parents at SHARD_END on whichever replica), and is cancelled the moment its lease
-        is lost. A shard that reached SHARD_END releases its lease.
+        eligible (parents at SHARD_END on whichever replica), and is cancelled as soon as its
+        lease is lost (checked before anything else, on every lease change, whether the stream
+        can be listed or not). A shard that reached SHARD_END releases its lease.
         """
-        consumers: dict[str, asyncio.Task[StopReason]] = {}
+        consumers: dict[str, tuple[asyncio.Task[StopReason], str]] = {}
         self.log.info("mapping_started", leases=True)
+        ended_by_stop = False
         try:
             async with asyncio.TaskGroup() as tg:
                 while not self.ctx.stopping.is_set():
                     self._wake.clear()
                     leases.changed.clear()
+                    held = leases.held()
+                    for shard_id, (task, token) in list(consumers.items()):
+                        if shard_id not in held or held[shard_id][1] != token:
+                            self.log.warning("shard_consumer_stopped", shard=shard_id, reason="lease lost")
+                            task.cancel()
                     try:
                         listed = await self.stream.list_shards()
                         await leases.sync(
@@ -226,32 +233,38 @@ class StreamMappingRunner:
                     except AwsError as exc:
                         self.source_failed(exc)
                         self._source_failures += 1
-                        await self.ctx.sleep(backoff_delay(self.settings.retry_delay, self._source_failures))
+                        await self._wait_for_change(
+                            leases, backoff_delay(self.settings.retry_delay, self._source_failures)
+                        )
                         continue
                     self._source_failures = 0
                     self.source_ok()
-                    held = leases.held()
-                    for shard_id, task in list(consumers.items()):
-                        if shard_id not in held:
-                            self.log.warning("shard_consumer_stopped", shard=shard_id, reason="lease lost")
+                    present = {s.shard_id for s in listed}
+                    for shard_id, (task, _) in list(consumers.items()):
+                        if shard_id not in present:
+                            self.log.error("shard_disappeared", shard=shard_id)
                             task.cancel()
-                    finished = leases.finished()
-                    for shard in eligible_shards(listed, finished):
+                    held = leases.held()
+                    for shard in eligible_shards(listed, leases.finished()):
                         if shard.shard_id in consumers or shard.shard_id not in held:
                             continue
                         start, token = held[shard.shard_id]
                         consumer = ShardConsumer(self.ctx, shard, start, lease_token=token)
                         task = tg.create_task(consumer.run(), name=f"shard-{self.mapping.uuid}-{shard.shard_id}")
-                        consumers[shard.shard_id] = task
+                        consumers[shard.shard_id] = (task, token)
                         task.add_done_callback(
                             functools.partial(self._leased_consumer_done, shard_id=shard.shard_id, consumers=consumers)
                         )
                     self.metrics.shards_held.set(len(consumers))
-                    await self._wait_for_change(leases)
+                    await self._wait_for_change(leases, self.settings.discovery_interval)
+                ended_by_stop = True
                 self.health.set(MappingState.STOPPING)
         finally:
             self.metrics.shards_held.set(0)
             self.health.set(MappingState.STOPPED)
+            if not ended_by_stop and not self.ctx.stopping.is_set():
+                # The runner failed: give its leases to the other replicas instead of keeping them idle.
+                await leases.coordinator.forget(self.mapping.uuid, self.mapping.EventSourceArn)
             self.log.info("mapping_stopped")
 
     def _leased_consumer_done(self, task: asyncio.Task[StopReason], shard_id: str, consumers: dict[str, Any]) -> None:
@@ -266,15 +279,18 @@ class StreamMappingRunner:
             releasing.add_done_callback(self._releasing.discard)
         self._wake.set()
 
-    async def _wait_for_change(self, leases: MappingLeases) -> None:
-        """Until the next discovery, a lease change, or a shard end."""
-        wake = asyncio.create_task(self._wake.wait())
-        changed = asyncio.create_task(leases.changed.wait())
+    async def _wait_for_change(self, leases: MappingLeases, seconds: float) -> None:
+        """Until `seconds` pass, a lease changes, a shard ends, or the mapping stops."""
+        waits = [
+            asyncio.create_task(self._wake.wait()),
+            asyncio.create_task(leases.changed.wait()),
+            asyncio.create_task(self.ctx.stopping.wait()),
+        ]
         try:
-            await asyncio.wait({wake, changed}, timeout=self.settings.discovery_interval, return_when="FIRST_COMPLETED")
+            await asyncio.wait(waits, timeout=seconds, return_when="FIRST_COMPLETED")
         finally:
-            wake.cancel()
-            changed.cancel()
+            for wait in waits:
+                wait.cancel()
 
     def _consumer_done(
         self,

@@ -25,7 +25,7 @@ import math
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -527,17 +527,6 @@ def test_coordinator_checkpoint_reports_what_the_table_holds(
 
 
 # 2. examples on the coordinator ------------------------------------------------------------------
-
-
-@pytest.fixture
-async def harness(clients: ClientFactory) -> AsyncIterator[Harness]:
-    async with clients.client("dynamodb") as client:
-        h = Harness(LeaseTable(client, unique("leases")), Wire(client))
-        await h.table.ensure(create=True)
-        try:
-            yield h
-        finally:
-            await client.delete_table(TableName=h.table.name)
 
 
 async def rounds(team: list[LeaseCoordinator], times: int) -> None:
