@@ -260,9 +260,10 @@ class LeaseCoordinator:
         with contextlib.suppress(AwsError):
             await self.table.remove_worker(self.replica)
         self.metrics.replica_info.labels(self.replica).set(0)
-        if since is not None:
-            self.metrics.lease_handoff_seconds.set(time.monotonic() - since)
-        self.log.info("leases_released", count=count)
+        handoff = None if since is None else round(time.monotonic() - since, 3)
+        if handoff is not None:
+            self.metrics.lease_handoff_seconds.set(handoff)
+        self.log.info("leases_released", count=count, handoff_seconds=handoff)
 
     def view(self, mapping_uuid: str, stream_arn: str) -> MappingLeases:
         """The lease view of one mapping (registered: the balancer takes leases for it)."""

@@ -310,6 +310,7 @@ class TestFailover:
         released = [e for e in replicas.log("r1") if e.get("event") == "leases_released"]
         assert released
         assert released[-1]["count"] == 4
+        assert 0 < released[-1]["handoff_seconds"] <= exited  # signal to leases released (esm_lease_handoff_seconds)
         # Picked up as released leases (no owner), not as expired ones: no wait for the failover time.
         r1_shards = {e["shard"] for e in replicas.log("r1") if e.get("event") == "lease_released"}
         assert len(r1_shards) == 4
