@@ -1,4 +1,4 @@
-"""The `esm` command: run, dev, validate, schema, send, checkpoints, filter test (DESIGN.md §2).
+"""The `esm` command: run, dev, validate, schema, send, checkpoints, filter test, iam-policy (DESIGN.md §2).
 
 Exit codes: 0 success, 2 invalid configuration or usage, 1 a runtime failure.
 """
@@ -44,6 +44,9 @@ def _parser() -> argparse.ArgumentParser:
     val.add_argument("files", nargs="+", metavar="FILE")
 
     sub.add_parser("schema", help="print the JSON Schema of the configuration file")
+    iam = sub.add_parser("iam-policy", help="print the least-privilege IAM policy the configured mappings need")
+    iam.add_argument("--config", "-c", required=True, help="configuration file (YAML)")
+    iam.add_argument("--format", default="json", choices=["json", "yaml"], help="output format")
     add_filter_parser(sub)
 
     send = sub.add_parser("send", help="send a message to an SQS queue or a record to a Kinesis stream")
@@ -110,6 +113,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         for line in exc.lines():
             print(line, file=sys.stderr)
         return EXIT_CONFIG
+    if args.command == "iam-policy":
+        from esm.iam import KMS_NOTE, policy_for
+
+        policy = policy_for(config.spec)
+        if args.format == "yaml":
+            import yaml
+
+            print(yaml.safe_dump(policy, sort_keys=False), end="")
+        else:
+            print(json.dumps(policy, indent=2))
+        print(f"note: {KMS_NOTE}", file=sys.stderr)
+        return EXIT_OK
     if args.command == "send":
         from esm.dev import send_messages
 
