@@ -256,9 +256,13 @@ class LeaseCoordinator:
                 await task
         self._tasks = []
         count = len(self.held)
-        await asyncio.gather(*(self.release(key) for key in list(self.held)))
-        with contextlib.suppress(AwsError):
-            await self.table.remove_worker(self.replica)
+        # Bounded: a DynamoDB that does not answer must not hold the pod past its termination grace
+        # period; leases not released in time simply expire for the others.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.settings.failover_time):
+                await asyncio.gather(*(self.release(key) for key in list(self.held)))
+                with contextlib.suppress(AwsError):
+                    await self.table.remove_worker(self.replica)
         self.metrics.replica_info.labels(self.replica).set(0)
         handoff = None if since is None else round(time.monotonic() - since, 3)
         if handoff is not None:
