@@ -492,9 +492,8 @@ class ShardConsumer:
         while window.invoked:
             if ctx.stopping.is_set():
                 return False
-            fields = window.fields(self.shard.shard_id, ctx.mapping.EventSourceArn, final=True, terminated=terminated)
-            event = window.event([], self.shard.shard_id, ctx.mapping.EventSourceArn, final=True, terminated=terminated)
-            result = await self._call(window.payload([], fields), event, 0, str(uuid.uuid4()), None)
+            payload, event = self._window_event(window, [], final=True, terminated=terminated)
+            result = await self._call(payload, event, 0, str(uuid.uuid4()), None)
             if result is _TOO_LARGE:
                 # The state alone exceeds what an invocation can carry: it cannot be delivered.
                 ctx.metrics.window_closed("undeliverable")
@@ -612,21 +611,27 @@ class ShardConsumer:
 
     async def _invoke(self, records: Sequence[StreamRecord], request_id: str) -> InvokeResult | object:
         """One invocation of a batch: the result, `_TOO_LARGE` (413), or `_NOT_REACHED` (throttle, service error)."""
-        encoded = [r.encoded for r in records]
         event: dict[str, Any]
         window = self.window
         if window is None:
-            payload = assemble_event(encoded)
+            payload = assemble_event([r.encoded for r in records])
             event = {"Records": [r.record for r in records]}
         else:
-            shard, arn = self.shard.shard_id, self.ctx.mapping.EventSourceArn
-            payload = window.payload(encoded, window.fields(shard, arn, final=False, terminated=False))
-            event = window.event([r.record for r in records], shard, arn, final=False, terminated=False)
+            payload, event = self._window_event(window, records, final=False, terminated=False)
         self.ctx.metrics.batch_size.observe(len(records))
         result = await self._call(payload, event, len(records), request_id, records[-1].arrival)
         if window is not None and isinstance(result, InvokeResult):
             window.invoked = True  # the function saw this window: it gets a final invocation
         return result
+
+    def _window_event(
+        self, window: Window, records: Sequence[StreamRecord], *, final: bool, terminated: bool
+    ) -> tuple[bytes, dict[str, Any]]:
+        """A windowed event of this shard, serialized and as objects."""
+        shard, arn = self.shard.shard_id, self.ctx.mapping.EventSourceArn
+        fields = window.fields(shard, arn, final=final, terminated=terminated)
+        payload = window.payload([r.encoded for r in records], fields)
+        return payload, window.event([r.record for r in records], shard, arn, final=final, terminated=terminated)
 
     async def _call(
         self, payload: bytes, event: dict[str, Any], n: int, request_id: str, last_arrival: float | None

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from structlog.typing import FilteringBoundLogger
@@ -164,9 +165,7 @@ class StreamMappingRunner:
                             finished.update(shard for shard, cp in checkpoints.items() if cp.finished)
                         await self._ensure_retention()
                     except AwsError as exc:
-                        self.source_failed(exc)
-                        self._source_failures += 1
-                        await self.ctx.sleep(backoff_delay(self.settings.retry_delay, self._source_failures))
+                        await self._listing_failed(exc)
                         continue
                     self._source_failures = 0
                     self.source_ok()
@@ -184,16 +183,12 @@ class StreamMappingRunner:
                         if start is None:
                             continue  # stopping
                         checkpoints[shard.shard_id] = start
-                        consumer = ShardConsumer(self.ctx, shard, start)
-                        task = tg.create_task(consumer.run(), name=f"shard-{self.mapping.uuid}-{shard.shard_id}")
-                        consumers[shard.shard_id] = task
-                        task.add_done_callback(
-                            functools.partial(
-                                self._consumer_done, shard_id=shard.shard_id, finished=finished, consumers=consumers
-                            )
+                        done = functools.partial(
+                            self._consumer_done, shard_id=shard.shard_id, finished=finished, consumers=consumers
                         )
+                        consumers[shard.shard_id] = self._start_consumer(tg, shard, start, None, done)
                     self.metrics.shards_held.set(len(consumers))
-                    await self._wait_for_discovery()
+                    await self._wait(self.settings.discovery_interval, self._wake)
                 self.health.set(MappingState.STOPPING)
         finally:
             self.metrics.shards_held.set(0)
@@ -231,11 +226,7 @@ class StreamMappingRunner:
                         )
                         await self._ensure_retention()
                     except AwsError as exc:
-                        self.source_failed(exc)
-                        self._source_failures += 1
-                        await self._wait_for_change(
-                            leases, backoff_delay(self.settings.retry_delay, self._source_failures)
-                        )
+                        await self._listing_failed(exc, self._wake, leases.changed)  # a lost lease still stops
                         continue
                     self._source_failures = 0
                     self.source_ok()
@@ -249,14 +240,12 @@ class StreamMappingRunner:
                         if shard.shard_id in consumers or shard.shard_id not in held:
                             continue
                         start, token = held[shard.shard_id]
-                        consumer = ShardConsumer(self.ctx, shard, start, lease_token=token)
-                        task = tg.create_task(consumer.run(), name=f"shard-{self.mapping.uuid}-{shard.shard_id}")
-                        consumers[shard.shard_id] = (task, token)
-                        task.add_done_callback(
-                            functools.partial(self._leased_consumer_done, shard_id=shard.shard_id, consumers=consumers)
+                        done = functools.partial(
+                            self._leased_consumer_done, shard_id=shard.shard_id, consumers=consumers
                         )
+                        consumers[shard.shard_id] = (self._start_consumer(tg, shard, start, token, done), token)
                     self.metrics.shards_held.set(len(consumers))
-                    await self._wait_for_change(leases, self.settings.discovery_interval)
+                    await self._wait(self.settings.discovery_interval, self._wake, leases.changed)
                 ended_by_stop = True
                 self.health.set(MappingState.STOPPING)
         finally:
@@ -267,30 +256,50 @@ class StreamMappingRunner:
                 await leases.coordinator.forget(self.mapping.uuid, self.mapping.EventSourceArn)
             self.log.info("mapping_stopped")
 
-    def _leased_consumer_done(self, task: asyncio.Task[StopReason], shard_id: str, consumers: dict[str, Any]) -> None:
+    def _start_consumer(
+        self,
+        tg: asyncio.TaskGroup,
+        shard: Shard,
+        start: Checkpoint,
+        token: str | None,
+        done: Callable[[asyncio.Task[StopReason]], object],
+    ) -> asyncio.Task[StopReason]:
+        """Start one shard's consumer in the runner's task group; `done` runs when it ends."""
+        consumer = ShardConsumer(self.ctx, shard, start, lease_token=token)
+        task = tg.create_task(consumer.run(), name=f"shard-{self.mapping.uuid}-{shard.shard_id}")
+        task.add_done_callback(done)
+        return task
+
+    def _consumer_ended(self, task: asyncio.Task[StopReason], shard_id: str, consumers: dict[str, Any]) -> bool:
+        """Forget an ended consumer; True if it ended at SHARD_END."""
         consumers.pop(shard_id, None)
         self._failing.pop(shard_id, None)
         self.metrics.shards_held.set(len(consumers))
-        if not task.cancelled() and task.exception() is None and task.result() is StopReason.SHARD_END:
+        return not task.cancelled() and task.exception() is None and task.result() is StopReason.SHARD_END
+
+    async def _listing_failed(self, exc: AwsError, *wake: asyncio.Event) -> None:
+        """The listing (or lease creation) failed: unhealthy, then back off (waking early on `wake`)."""
+        self.source_failed(exc)
+        self._source_failures += 1
+        await self._wait(backoff_delay(self.settings.retry_delay, self._source_failures), *wake)
+
+    async def _wait(self, seconds: float, *events: asyncio.Event) -> None:
+        """Until `seconds` pass, one of `events` is set, or the mapping stops."""
+        waits = [asyncio.create_task(e.wait()) for e in (*events, self.ctx.stopping)]
+        try:
+            await asyncio.wait(waits, timeout=seconds, return_when="FIRST_COMPLETED")
+        finally:
+            for wait in waits:
+                wait.cancel()
+
+    def _leased_consumer_done(self, task: asyncio.Task[StopReason], shard_id: str, consumers: dict[str, Any]) -> None:
+        if self._consumer_ended(task, shard_id, consumers):
             assert self.leases is not None
             # Released so that it stops being renewed; children may start on any replica now.
             releasing = asyncio.create_task(self.leases.release(shard_id))
             self._releasing.add(releasing)
             releasing.add_done_callback(self._releasing.discard)
         self._wake.set()
-
-    async def _wait_for_change(self, leases: MappingLeases, seconds: float) -> None:
-        """Until `seconds` pass, a lease changes, a shard ends, or the mapping stops."""
-        waits = [
-            asyncio.create_task(self._wake.wait()),
-            asyncio.create_task(leases.changed.wait()),
-            asyncio.create_task(self.ctx.stopping.wait()),
-        ]
-        try:
-            await asyncio.wait(waits, timeout=seconds, return_when="FIRST_COMPLETED")
-        finally:
-            for wait in waits:
-                wait.cancel()
 
     def _consumer_done(
         self,
@@ -299,19 +308,9 @@ class StreamMappingRunner:
         finished: set[str],
         consumers: dict[str, asyncio.Task[StopReason]],
     ) -> None:
-        consumers.pop(shard_id, None)
-        self._failing.pop(shard_id, None)
-        self.metrics.shards_held.set(len(consumers))
-        if not task.cancelled() and task.exception() is None and task.result() is StopReason.SHARD_END:
+        if self._consumer_ended(task, shard_id, consumers):
             finished.add(shard_id)
             self._wake.set()  # list again now: the children may start
-
-    async def _wait_for_discovery(self) -> None:
-        try:
-            async with asyncio.timeout(self.settings.discovery_interval):
-                await self._wake.wait()
-        except TimeoutError:
-            pass
 
     async def _ensure_retention(self) -> None:
         """With MaximumRecordAgeInSeconds -1, records are retried until the stream expires them (§4.2)."""
