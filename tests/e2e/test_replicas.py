@@ -88,6 +88,12 @@ class Replicas:
             codes[name] = self.signal(name, signal.SIGTERM)
         return codes
 
+    async def start_settled(self, names: list[str], shards: int) -> None:
+        """Start these replicas and wait until they share the shards and no lease moves any more."""
+        for name in names:
+            self.start(name)
+        await wait_until(lambda: settled(self, names, shards), within=40)
+
     def log(self, name: str) -> list[dict[str, Any]]:
         path = self.tmp_path / f"{name}.log"
         out = []
@@ -154,6 +160,14 @@ async def stream12(kinesis: Any) -> tuple[str, str]:
     return name, arn
 
 
+@pytest.fixture
+def replicas(tmp_path: Path, moto_endpoint: str, dynamodb: Any, stream12: tuple[str, str]) -> Replicas:
+    """Replicas of one configuration on the 12-shard moto stream, with a fresh lease table."""
+    table = unique("leases")
+    endpoints = {"kinesis": moto_endpoint, "dynamodb": moto_endpoint}
+    return Replicas(tmp_path, replica_config(endpoints, table, stream12[1]), dynamodb, table)
+
+
 async def produce(kinesis: Any, name: str, numbers: range, pause: float = 0.0) -> None:
     """Put records one at a time (moto loses records under concurrent puts), spread over the shards."""
     for i in numbers:
@@ -184,12 +198,9 @@ async def settled(replicas: Replicas, names: list[str], shards: int) -> bool:
 
 class TestSharing:
     async def test_three_replicas_share_twelve_shards_and_deliver_each_record_once(
-        self, tmp_path: Path, moto_endpoint: str, kinesis: Any, dynamodb: Any, stream12: tuple[str, str]
+        self, tmp_path: Path, kinesis: Any, replicas: Replicas, stream12: tuple[str, str]
     ) -> None:
-        name, arn = stream12
-        table = unique("leases")
-        endpoints = {"kinesis": moto_endpoint, "dynamodb": moto_endpoint}
-        replicas = Replicas(tmp_path, replica_config(endpoints, table, arn), dynamodb, table)
+        name = stream12[0]
         try:
             for r in ("r1", "r2", "r3"):
                 replicas.start(r)
@@ -213,13 +224,7 @@ class TestSharing:
         assert set((await replicas.owners()).values()) == {None}  # every lease released at shutdown
         print(f"\n3 replicas, 12 shards: converged to 4/4/4 in {took:.1f} s")
 
-    async def test_a_fourth_replica_gets_its_share_by_stealing(
-        self, tmp_path: Path, moto_endpoint: str, kinesis: Any, dynamodb: Any, stream12: tuple[str, str]
-    ) -> None:
-        _, arn = stream12
-        table = unique("leases")
-        endpoints = {"kinesis": moto_endpoint, "dynamodb": moto_endpoint}
-        replicas = Replicas(tmp_path, replica_config(endpoints, table, arn), dynamodb, table)
+    async def test_a_fourth_replica_gets_its_share_by_stealing(self, replicas: Replicas) -> None:
         try:
             for r in ("r1", "r2", "r3"):
                 replicas.start(r)
@@ -239,17 +244,12 @@ class TestSharing:
 
 class TestFailover:
     async def test_kill_9_moves_the_shards_and_loses_nothing(
-        self, tmp_path: Path, moto_endpoint: str, kinesis: Any, dynamodb: Any, stream12: tuple[str, str]
+        self, kinesis: Any, replicas: Replicas, stream12: tuple[str, str]
     ) -> None:
-        name, arn = stream12
-        table = unique("leases")
-        endpoints = {"kinesis": moto_endpoint, "dynamodb": moto_endpoint}
-        replicas = Replicas(tmp_path, replica_config(endpoints, table, arn), dynamodb, table)
+        name = stream12[0]
         total = 240
         try:
-            for r in ("r1", "r2", "r3"):
-                replicas.start(r)
-            await wait_until(lambda: settled(replicas, ["r1", "r2", "r3"], 12), within=40)
+            await replicas.start_settled(["r1", "r2", "r3"], 12)
             producer = asyncio.create_task(produce(kinesis, name, range(total), pause=0.01))
             await wait_for(lambda: len(replicas.delivered()) >= 40, within=30)
             killed_at = time.monotonic()
@@ -279,17 +279,12 @@ class TestFailover:
         print(f"\nkill -9: shards moved in {failover:.1f} s (failover_time {FAILOVER} s); {duplicates} duplicates")
 
     async def test_sigterm_hands_the_shards_over_within_one_round(
-        self, tmp_path: Path, moto_endpoint: str, kinesis: Any, dynamodb: Any, stream12: tuple[str, str]
+        self, kinesis: Any, replicas: Replicas, stream12: tuple[str, str]
     ) -> None:
-        name, arn = stream12
-        table = unique("leases")
-        endpoints = {"kinesis": moto_endpoint, "dynamodb": moto_endpoint}
-        replicas = Replicas(tmp_path, replica_config(endpoints, table, arn), dynamodb, table)
+        name = stream12[0]
         total = 200
         try:
-            for r in ("r1", "r2", "r3"):
-                replicas.start(r)
-            await wait_until(lambda: settled(replicas, ["r1", "r2", "r3"], 12), within=40)
+            await replicas.start_settled(["r1", "r2", "r3"], 12)
             producer = asyncio.create_task(produce(kinesis, name, range(total), pause=0.01))
             await wait_for(lambda: len(replicas.delivered()) >= 40, within=30)
             stopped_at = time.monotonic()
@@ -407,17 +402,9 @@ async def scrape(port: int) -> dict[str, float]:
 
 
 class TestLeaseTableAndReload:
-    async def test_metrics_show_each_replicas_leases(
-        self, tmp_path: Path, moto_endpoint: str, dynamodb: Any, stream12: tuple[str, str]
-    ) -> None:
-        _, arn = stream12
-        table = unique("leases")
-        endpoints = {"kinesis": moto_endpoint, "dynamodb": moto_endpoint}
-        replicas = Replicas(tmp_path, replica_config(endpoints, table, arn), dynamodb, table)
+    async def test_metrics_show_each_replicas_leases(self, replicas: Replicas) -> None:
         try:
-            for r in ("r1", "r2"):
-                replicas.start(r)
-            await wait_until(lambda: settled(replicas, ["r1", "r2"], 12), within=40)
+            await replicas.start_settled(["r1", "r2"], 12)
             scraped = {r: await scrape(http_port(replicas, r)) for r in ("r1", "r2")}
         finally:
             codes = replicas.stop_all()
