@@ -10,6 +10,7 @@
     │       └── SourceNotFoundError       the queue or stream does not exist (any more)
     └── InvokeError                       a target could not be invoked (never a function error)
         ├── InvokeServiceError            throttle / 5xx / connection: retried, never a function error
+        │   └── InvokeThrottledError      429 / TooManyRequestsException: Lambda's Throttles
         ├── PayloadTooLargeError          413: the batch is split and retried
         └── InvokeFatalError              the target is misconfigured or missing
 
@@ -40,6 +41,7 @@ __all__ = [
     "InvokeError",
     "InvokeFatalError",
     "InvokeServiceError",
+    "InvokeThrottledError",
     "LeaseLostError",
     "PayloadTooLargeError",
     "RetriableAwsError",
@@ -101,6 +103,15 @@ class InvokeError(EsmError):
 
 class InvokeServiceError(InvokeError):
     """Throttled (429), a 5xx or a connection error: retried with backoff, never a function error."""
+
+    outcome = "service_error"
+    """The `outcome` label of `esm_invocations_total` for this error."""
+
+
+class InvokeThrottledError(InvokeServiceError):
+    """The function was throttled (429, TooManyRequestsException): retried, counted as a throttle."""
+
+    outcome = "throttled"
 
 
 class PayloadTooLargeError(InvokeError):

@@ -274,12 +274,15 @@ class LeaseCoordinator:
         view = self.views.get((mapping_uuid, stream_arn))
         if view is None:
             view = self.views[(mapping_uuid, stream_arn)] = MappingLeases(self, mapping_uuid, stream_arn)
+            self.metrics.lease_mapping(mapping_uuid)
         return view
 
     async def forget(self, mapping_uuid: str, stream_arn: str) -> None:
         """A mapping stops here (hot reload removed it): release its leases, take no more."""
         async with self._round_lock:  # no round may take a lease for it after this
             view = self.views.pop((mapping_uuid, stream_arn), None)
+            with contextlib.suppress(KeyError):
+                self.metrics.lease_unowned.remove(mapping_uuid)
             if view is not None:
                 await asyncio.gather(*(self.release(k) for k, h in list(self.held.items()) if view._mine(h.item)))
 
@@ -474,6 +477,7 @@ class LeaseCoordinator:
         self.metrics.lease_balance_rounds.inc()
         for view in list(self.views.values()):
             await self._balance_mapping(view)
+        self._count_unowned()
         await self._forget_dead_workers()
 
     async def _forget_dead_workers(self) -> None:
@@ -495,17 +499,28 @@ class LeaseCoordinator:
         live.add(self.replica)
         return available, len(live)
 
-    async def _balance_mapping(self, view: MappingLeases, *, fresh: bool = False) -> None:
-        available, replicas = self._judge()
+    def _ready(self, view: MappingLeases) -> list[_Seen]:
+        """The mapping's leases that can be read now: listed, not ended, every parent ended."""
         mine = [s for s in self.seen.values() if view._mine(s.item)]
         if view.listed is not None:  # shards no longer listed have nothing to read (and block nothing)
             mine = [s for s in mine if s.item.shard_id in view.listed]
         by_shard = {s.item.shard_id: s.item for s in mine}
-        ready = [
+        return [
             s
             for s in mine
             if not _ended(s.item) and all(p not in by_shard or _ended(by_shard[p]) for p in s.item.parents)
         ]
+
+    def _count_unowned(self) -> None:
+        """Export, per mapping, the ready leases that neither a live replica nor this one holds."""
+        available, _ = self._judge()
+        for view in self.views.values():
+            unowned = sum(1 for s in self._ready(view) if s.item.key in available and s.item.key not in self.held)
+            self.metrics.lease_unowned.labels(view.mapping_uuid).set(unowned)
+
+    async def _balance_mapping(self, view: MappingLeases, *, fresh: bool = False) -> None:
+        available, replicas = self._judge()
+        ready = self._ready(view)
         if not ready:
             return
         target = math.ceil(len(ready) / replicas)

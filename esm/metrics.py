@@ -11,12 +11,19 @@ UUID, function name, source kind, outcome) and never carry message ids.
 from __future__ import annotations
 
 import contextlib
+import platform
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-__all__ = ["MappingMetrics", "Metrics", "ShardMetrics"]
+from esm import __version__
+
+__all__ = ["INVOKE_OUTCOMES", "LEASE_EVENTS", "MappingMetrics", "Metrics", "ShardMetrics"]
 
 _MAPPING = ("event_source_mapping_uuid", "function_name", "source")
+INVOKE_OUTCOMES = ("success", "function_error", "throttled", "service_error", "payload_too_large", "fatal")
+"""The `outcome` label values of `esm_invocations_total` (all created at 0 for every mapping)."""
+LEASE_EVENTS = ("taken", "stolen", "lost", "released")
+"""The `event` label values of `esm_lease_events_total`."""
 _DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900)
 _BATCH_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 _BYTES_BUCKETS = (1024, 16384, 65536, 262144, 1048576, 2097152, 4194304, 6291456)
@@ -27,6 +34,13 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
+        self.build_info = Gauge(
+            "esm_build_info",
+            "Always 1; the labels name the running esm version and Python version.",
+            ("version", "python_version"),
+            registry=registry,
+        )
+        self.build_info.labels(__version__, platform.python_version()).set(1)
         self.polled = Counter(
             "esm_polled_events", "Events read from the source (AWS PolledEventCount).", _MAPPING, registry=registry
         )
@@ -62,8 +76,9 @@ class Metrics:
         )
         self.invocations = Counter(
             "esm_invocations",
-            "Invocations by outcome: success, function_error, partial_failure, throttled, service_error, "
-            "payload_too_large, fatal.",
+            "Invocation attempts by outcome: success (the function answered; a partial batch response "
+            "included), function_error, throttled, service_error (5xx, connection), payload_too_large, fatal "
+            "(the target is missing or misconfigured).",
             (*_MAPPING, "outcome"),
             registry=registry,
         )
@@ -120,6 +135,28 @@ class Metrics:
             registry=registry,
         )
 
+        self.last_poll = Gauge(
+            "esm_last_poll_timestamp_seconds",
+            "Unix time of the mapping's last successful read from its source (an empty one included).",
+            _MAPPING,
+            registry=registry,
+        )
+        # SQS queues, as CloudWatch's SQS metrics would show them
+        self.queue_messages = Gauge(
+            "esm_sqs_queue_messages",
+            "Messages in the mapping's queue by state (visible, in_flight, delayed): SQS's approximate "
+            "counts from GetQueueAttributes, read every metrics.queue_attributes_interval seconds.",
+            (*_MAPPING, "state"),
+            registry=registry,
+        )
+        self.oldest_message_age = Gauge(
+            "esm_sqs_oldest_message_age_seconds",
+            "Age (from SentTimestamp) of the oldest message of the mapping's latest receive that returned "
+            "messages; 0 after a receive that found the queue empty (SQS's ApproximateAgeOfOldestMessage, "
+            "seen from the poller).",
+            _MAPPING,
+            registry=registry,
+        )
         # Hot reload (issue #5)
         self.config_reloads = Counter(
             "esm_config_reloads",
@@ -181,6 +218,12 @@ class Metrics:
             ["event_source_mapping_uuid", "event"],
             registry=registry,
         )
+        self.lease_unowned = Gauge(
+            "esm_lease_unowned_shards",
+            "Shards ready to be read whose lease had no live owner after this replica's last balance round.",
+            ["event_source_mapping_uuid"],
+            registry=registry,
+        )
         self.lease_balance_rounds = Counter(
             "esm_lease_balance_rounds", "Lease balance rounds run by this replica.", registry=registry
         )
@@ -212,6 +255,13 @@ class Metrics:
         self.shards_held = Gauge(
             "esm_shards_held", "Shards this process is consuming now.", _MAPPING, registry=registry
         )
+        self.open_shards = Gauge(
+            "esm_stream_open_shards",
+            "Open shards (no ending sequence number) of the mapping's stream at its last listing: the most "
+            "replicas that can share its work.",
+            _MAPPING,
+            registry=registry,
+        )
         self.iterator_age = Gauge(
             "esm_iterator_age_seconds",
             "Age of the last record of the last invoked batch, per shard (AWS IteratorAge, in seconds).",
@@ -229,6 +279,13 @@ class Metrics:
     def lease_event(self, mapping_uuid: str, event: str) -> None:
         """Count a lease change (taken, stolen, lost, released) of one mapping."""
         self.lease_events.labels(mapping_uuid, event).inc()
+
+    def lease_mapping(self, mapping_uuid: str) -> None:
+        """Create a mapping's lease series at 0, so that dashboards and alerts see them before any change."""
+        self.leases_held.labels(mapping_uuid)
+        self.lease_unowned.labels(mapping_uuid)
+        for event in LEASE_EVENTS:
+            self.lease_events.labels(mapping_uuid, event)
 
     def set_leases_held(self, mapping_uuid: str, count: int) -> None:
         """The number of leases of one mapping this replica holds."""
@@ -268,8 +325,11 @@ class MappingMetrics:
         self.checkpoints = f.checkpoints.labels(*lb)
         self.checkpoint_failures = f.checkpoint_failures.labels(*lb)
         self.shards_held = f.shards_held.labels(*lb)
+        self.last_poll = f.last_poll.labels(*lb)
         # Create the zero-valued series so dashboards see them before the first event (AWS emits 0).
         self.filtered_out.inc(0)
+        for outcome in INVOKE_OUTCOMES:
+            f.invocations.labels(*lb, outcome)
 
     def invocation(self, outcome: str, seconds: float) -> None:
         """Record one invocation attempt's outcome and duration."""
@@ -283,6 +343,19 @@ class MappingMetrics:
     def for_shard(self, shard_id: str) -> ShardMetrics:
         """The per-shard gauges of this mapping for one shard."""
         return ShardMetrics(self.families, (*self.labels, shard_id))
+
+    def oldest_message_age(self, seconds: float) -> None:
+        """The age of the oldest message of the latest receive (SQS mappings only)."""
+        self.families.oldest_message_age.labels(*self.labels).set(seconds)
+
+    def stream_open_shards(self, count: int) -> None:
+        """The open shards of the stream at the last listing (stream mappings only)."""
+        self.families.open_shards.labels(*self.labels).set(count)
+
+    def queue_counts(self, visible: int, in_flight: int, delayed: int) -> None:
+        """The queue's approximate message counts, as GetQueueAttributes reported them."""
+        for state, value in (("visible", visible), ("in_flight", in_flight), ("delayed", delayed)):
+            self.families.queue_messages.labels(*self.labels, state).set(value)
 
     def source_error(self, code: str) -> None:
         """Count a failed call to the source by its (bounded) AWS error code."""

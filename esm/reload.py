@@ -46,6 +46,7 @@ SECTION_SCOPES: Mapping[str, Scope] = {
     "http": "restart",  # the server is bound once
     "state": "restart",  # the checkpoint store (and its lock) is opened once
     "dev": "restart",  # only read by `esm dev` when it starts the emulator
+    "metrics": "all_mappings",  # the SQS runners read their queue-attributes interval when built
     "shutdown": "live",  # read at the moment a runner is stopped
     "reload": "live",  # read by the watcher before each check
     "filters_per_mapping": "live",  # a validation limit only

@@ -98,8 +98,10 @@ class SqsMappingRunner:
         metrics: MappingMetrics,
         health: MappingHealth,
         logger: FilteringBoundLogger,
+        queue_attributes_interval: float = 30.0,
     ) -> None:
         self.mapping = mapping
+        self.queue_attributes_interval = queue_attributes_interval
         self.queue = queue
         self.invoker = invoker
         self.metrics = metrics
@@ -157,6 +159,8 @@ class SqsMappingRunner:
         self.log.info("mapping_started", visibility_timeout=self.queue.visibility_timeout, fifo=self.queue.fifo)
         try:
             async with asyncio.TaskGroup() as tg:
+                if self.queue_attributes_interval > 0:
+                    tg.create_task(self._watch_queue(), name=f"sqs-counts-{self.mapping.uuid}")
                 while not self._stopping.is_set():
                     while len(self._workers) < self.scaler.target and not self._stopping.is_set():
                         task = tg.create_task(self._worker(), name=f"sqs-worker-{self.mapping.uuid}")
@@ -169,6 +173,21 @@ class SqsMappingRunner:
         finally:
             self.health.set(MappingState.STOPPED)
             self.log.info("mapping_stopped")
+
+    async def _watch_queue(self) -> None:
+        """Export the queue's approximate message counts every `queue_attributes_interval` seconds.
+
+        One GetQueueAttributes call per interval and mapping (CloudWatch's SQS metrics are per
+        minute); a failed call is logged and tried again at the next interval, never fatal.
+        """
+        while not self._stopping.is_set():
+            try:
+                self.metrics.queue_counts(*await self.queue.message_counts())
+            except AwsError as exc:
+                self.metrics.source_error(exc.code)
+                self.log.warning("queue_attributes_failed", code=exc.code, reason=exc.message)
+            if await self._sleep_unless_stopping(self.queue_attributes_interval):
+                return
 
     # workers --------------------------------------------------------------------------------
 
@@ -344,7 +363,7 @@ class SqsMappingRunner:
             try:
                 result = await self.invoker.invoke(Invocation(payload, event, str(uuid.uuid4())))
             except InvokeServiceError as exc:
-                self.metrics.invocation("service_error", time.monotonic() - started)
+                self.metrics.invocation(exc.outcome, time.monotonic() - started)
                 self.metrics.failed_invoke.inc(n)
                 self.scaler.on_throttle()
                 if time.monotonic() + delay >= deadline or self._stopping.is_set():

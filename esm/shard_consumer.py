@@ -309,6 +309,7 @@ class ShardConsumer:
             ctx.on_source_ok(self.shard.shard_id)
             ctx.metrics.polled.inc(len(page.records))
             now = time.time()
+            ctx.metrics.last_poll.set(now)
             if page.records and self.read_position is None and self.start.position is Position.LATEST:
                 # LATEST names no record: pin the first one read, so that a crash before the first
                 # checkpoint resumes here instead of at a later tip (records would be skipped).
@@ -648,7 +649,7 @@ class ShardConsumer:
         try:
             result = await ctx.invoker.invoke(Invocation(payload, event, request_id))
         except InvokeServiceError as exc:
-            m.invocation("service_error", time.monotonic() - started)
+            m.invocation(exc.outcome, time.monotonic() - started)
             m.failed_invoke.inc(n)
             self.log.info("invoke_retrying", reason=str(exc))
             return _NOT_REACHED

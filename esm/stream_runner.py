@@ -167,8 +167,7 @@ class StreamMappingRunner:
                     except AwsError as exc:
                         await self._listing_failed(exc)
                         continue
-                    self._source_failures = 0
-                    self.source_ok()
+                    self._listed(listed)
                     present = {s.shard_id for s in listed}
                     for shard_id, task in list(consumers.items()):
                         if shard_id not in present:
@@ -228,8 +227,7 @@ class StreamMappingRunner:
                     except AwsError as exc:
                         await self._listing_failed(exc, self._wake, leases.changed)  # a lost lease still stops
                         continue
-                    self._source_failures = 0
-                    self.source_ok()
+                    self._listed(listed)
                     present = {s.shard_id for s in listed}
                     for shard_id, (task, _) in list(consumers.items()):
                         if shard_id not in present:
@@ -276,6 +274,12 @@ class StreamMappingRunner:
         self._failing.pop(shard_id, None)
         self.metrics.shards_held.set(len(consumers))
         return not task.cancelled() and task.exception() is None and task.result() is StopReason.SHARD_END
+
+    def _listed(self, listed: list[Shard]) -> None:
+        """A listing succeeded: the source is healthy, and its open shards are exported."""
+        self._source_failures = 0
+        self.source_ok()
+        self.metrics.stream_open_shards(sum(1 for s in listed if not s.closed))
 
     async def _listing_failed(self, exc: AwsError, *wake: asyncio.Event) -> None:
         """The listing (or lease creation) failed: unhealthy, then back off (waking early on `wake`)."""

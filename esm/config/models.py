@@ -205,6 +205,18 @@ class HttpConfig(_Frozen):
         return int(self.listen.rpartition(":")[2])
 
 
+class MetricsExportConfig(_Frozen):
+    """What esm reads from AWS only to export it as metrics."""
+
+    queue_attributes_interval: float = Field(
+        30.0,
+        ge=0,
+        le=3600,
+        description="Seconds between two GetQueueAttributes calls per SQS mapping for the queue's visible, "
+        "in-flight and delayed message counts (esm_sqs_queue_messages); 0 turns them off.",
+    )
+
+
 class ShutdownConfig(_Frozen):
     """What happens on SIGTERM/SIGINT."""
 
@@ -516,6 +528,9 @@ class ConfigFile(_Frozen):
     state: StateConfig = Field(default_factory=StateConfig, description="Where stream checkpoints live.")
     http: HttpConfig = Field(default_factory=HttpConfig, description="/metrics, /healthz, /readyz server.")
     shutdown: ShutdownConfig = Field(default_factory=ShutdownConfig, description="Drain on stop signals.")
+    metrics: MetricsExportConfig = Field(
+        default_factory=MetricsExportConfig, description="Queue attributes polled for metrics."
+    )
     reload: ReloadConfig = Field(
         default_factory=ReloadConfig, description="Hot reload on SIGHUP and on a change of the file."
     )

@@ -82,6 +82,27 @@ class SqsQueue:
         self.visibility_timeout = int(values.get("VisibilityTimeout", "30"))
         self.fifo = values.get("FifoQueue", "false") == "true"
 
+    async def message_counts(self) -> tuple[int, int, int]:
+        """SQS's approximate (visible, in flight, delayed) message counts of the queue."""
+        assert self.url is not None, "resolve() first"
+        try:
+            resp = await self._client.get_queue_attributes(
+                QueueUrl=self.url,
+                AttributeNames=[
+                    "ApproximateNumberOfMessages",
+                    "ApproximateNumberOfMessagesNotVisible",
+                    "ApproximateNumberOfMessagesDelayed",
+                ],
+            )
+        except Exception as exc:
+            raise classify("GetQueueAttributes", exc) from exc
+        values = resp.get("Attributes", {})
+        return (
+            int(values.get("ApproximateNumberOfMessages", "0")),
+            int(values.get("ApproximateNumberOfMessagesNotVisible", "0")),
+            int(values.get("ApproximateNumberOfMessagesDelayed", "0")),
+        )
+
     async def receive(self, max_messages: int, wait_seconds: int) -> list[dict[str, Any]]:
         """One ReceiveMessage long poll; returns the raw messages (possibly none)."""
         assert self.url is not None, "resolve() first"
@@ -189,6 +210,8 @@ class BatchGatherer:
     carry: list[SqsMessage] = field(default_factory=list)
     filter: CompiledFilter | None = None
     """The mapping's FilterCriteria: a message matching none is deleted at once (ESM-SPEC.md §6.4)."""
+    long_poll: int = _MAX_WAIT
+    """WaitTimeSeconds of a receive while the batch is empty: Lambda long-polls for the full 20 s."""
 
     async def next_batch(self, keeper: VisibilityKeeper) -> list[SqsMessage]:
         """Gather the next batch; messages are registered with `keeper` as soon as they arrive.
@@ -213,7 +236,7 @@ class BatchGatherer:
             while len(batch) < self.batch_size and not self.carry:
                 if batch and (self.window == 0 or time.monotonic() >= (deadline or 0)):
                     break
-                wait = _MAX_WAIT if not batch else max(1, math.ceil((deadline or 0) - time.monotonic()))
+                wait = self.long_poll if not batch else max(1, math.ceil((deadline or 0) - time.monotonic()))
                 try:
                     raw = await self.queue.receive(self.batch_size - len(batch), wait)
                 except AwsError:
@@ -221,6 +244,7 @@ class BatchGatherer:
                         raise
                     break  # invoke what was gathered; the error shows again on the next receive
                 self.metrics.polled.inc(len(raw))
+                self._observe_receive(raw)
                 now = time.monotonic()
                 fresh = await self._filtered(self._messages(raw, now))
                 keeper.add(fresh)
@@ -237,6 +261,14 @@ class BatchGatherer:
         except asyncio.CancelledError:
             await self.release_all(keeper)
             raise
+
+    def _observe_receive(self, raw: list[dict[str, Any]]) -> None:
+        """The last-poll time, and the age of the oldest message received (0: the queue had none)."""
+        now = time.time()
+        self.metrics.last_poll.set(now)
+        sent = [m.get("Attributes", {}).get("SentTimestamp") for m in raw]
+        oldest = min((int(t) for t in sent if isinstance(t, str) and t.isdigit()), default=None)
+        self.metrics.oldest_message_age(max(0.0, now - oldest / 1000) if oldest is not None else 0.0)
 
     async def release_all(self, keeper: VisibilityKeeper) -> None:
         """Return every held message (the gathering batch and the carry-over) to the queue now."""

@@ -34,7 +34,14 @@ from botocore.exceptions import (
 from esm.arns import parse_function_arn
 from esm.aws import ClientFactory
 from esm.config import FunctionConfig
-from esm.errors import InvokeFatalError, InvokeServiceError, PayloadTooLargeError, RetriableAwsError, classify
+from esm.errors import (
+    InvokeFatalError,
+    InvokeServiceError,
+    InvokeThrottledError,
+    PayloadTooLargeError,
+    RetriableAwsError,
+    classify,
+)
 from esm.targets.base import Invocation, InvokeResult
 
 if TYPE_CHECKING:
@@ -53,6 +60,8 @@ _MAX_CONNECTIONS = 1000  # ScalingConfig.MaximumConcurrency's upper bound; opene
 # aiohttp warns that a bytes body over 1 MiB "might lock the event loop"; larger payloads are
 # handed over as a file object, which aiohttp streams in chunks.
 _STREAM_BODY_BYTES = 1024 * 1024
+# Lambda's throttles: the function's (or the account's) concurrency is exhausted (ESM-SPEC.md §4.1).
+_THROTTLED_CODES = frozenset({"TooManyRequestsException", "ThrottlingException", "Throttling"})
 _TOO_LARGE_CODES = frozenset(
     {"RequestEntityTooLargeException", "RequestTooLargeException", "SerializedRequestEntityTooLargeException"}
 )
@@ -146,6 +155,8 @@ class LambdaInvoker:
         text = f"Invoke {self.name} failed: {error.code} (HTTP {status}): {error.message}"
         if error.code in _TOO_LARGE_CODES or status == 413:
             return PayloadTooLargeError(text)
+        if status == 429 or error.code in _THROTTLED_CODES:
+            return InvokeThrottledError(text)
         if isinstance(error, RetriableAwsError):
             return InvokeServiceError(text)
         return InvokeFatalError(text)

@@ -23,7 +23,7 @@ from structlog.testing import capture_logs
 
 from esm.aws import ClientFactory
 from esm.config import AwsConfig, FunctionConfig
-from esm.errors import InvokeFatalError, InvokeServiceError, PayloadTooLargeError
+from esm.errors import InvokeFatalError, InvokeServiceError, InvokeThrottledError, PayloadTooLargeError
 from esm.targets.base import Invocation
 from esm.targets.lambda_ import LambdaInvoker
 from esm.testing import MAX_INVOKE_BYTES, FakeCall, FakeLambda, FakeReply, replies
@@ -108,20 +108,33 @@ class TestFailuresToReachTheFunction:
     """Errors of the Invoke API raise, classified by error code and HTTP status."""
 
     @pytest.mark.parametrize(
-        ("reply", "code"),
+        ("reply", "code", "outcome"),
         [
-            (FakeReply.throttle(), "TooManyRequestsException"),
-            (FakeReply.service_error(), "ServiceException"),
-            (FakeReply.error(502, "ENILimitReachedException", {"Type": "User", "Message": "x"}), "ENILimitReached"),
-            (FakeReply.error(502, "EC2ThrottledException", {"Type": "User", "Message": "x"}), "EC2Throttled"),
+            (FakeReply.throttle(), "TooManyRequestsException", "throttled"),
+            (FakeReply.service_error(), "ServiceException", "service_error"),
+            (
+                FakeReply.error(502, "ENILimitReachedException", {"Type": "User", "Message": "x"}),
+                "ENILimitReached",
+                "service_error",
+            ),
+            (
+                FakeReply.error(502, "EC2ThrottledException", {"Type": "User", "Message": "x"}),
+                "EC2Throttled",
+                "service_error",
+            ),
         ],
     )
-    async def test_throttle_and_5xx_are_service_errors(self, fake: FakeLambda, reply: FakeReply, code: str) -> None:
-        """429 and 5xx raise InvokeServiceError naming the AWS error code."""
+    async def test_throttle_and_5xx_are_service_errors(
+        self, fake: FakeLambda, reply: FakeReply, code: str, outcome: str
+    ) -> None:
+        """429 and 5xx raise InvokeServiceError naming the AWS error code; a 429 is a throttle
+        (Lambda's Throttles metric: esm_invocations_total{outcome="throttled"})."""
         fake.function("orders", handler=replies(reply))
         async with lambda_invoker(fake.endpoint, "orders", timeout=3) as invoker:
-            with pytest.raises(InvokeServiceError, match=code):
+            with pytest.raises(InvokeServiceError, match=code) as raised:
                 await invoker.invoke(invocation({}))
+        assert raised.value.outcome == outcome
+        assert isinstance(raised.value, InvokeThrottledError) is (outcome == "throttled")
 
     async def test_scripted_413_is_payload_too_large(self, fake: FakeLambda) -> None:
         """A 413 RequestEntityTooLargeException raises PayloadTooLargeError."""

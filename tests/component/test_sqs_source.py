@@ -154,3 +154,48 @@ class TestFifoCarryOver:
             await k.stop()
             order.extend(m.record["body"][0] for m in batch)
         assert order == ["0", "1", "2"]
+
+
+class TestQueueMetrics:
+    """What the SQS source exports about the queue itself (issue 6: queue age and message counts)."""
+
+    async def test_message_counts_by_state(self, sqs: Any) -> None:
+        """GetQueueAttributes' approximate counts: visible, in flight (received, not deleted), delayed."""
+        url, arn = await create_queue(sqs, unique("counts"))
+        await sqs.send_message_batch(QueueUrl=url, Entries=[{"Id": str(i), "MessageBody": "x"} for i in range(4)])
+        await sqs.send_message(QueueUrl=url, MessageBody="later", DelaySeconds=600)
+        await sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=1, VisibilityTimeout=600)
+        queue = SqsQueue(sqs, parse_source_arn(arn), structlog.get_logger())
+        await queue.resolve()
+        assert await queue.message_counts() == (3, 1, 1)
+
+    async def test_oldest_message_age_and_last_poll(self, sqs: Any) -> None:
+        """A receive sets the age of its oldest message (from SentTimestamp) and the last-poll time;
+        a receive that finds the queue empty sets the age back to 0."""
+        url, arn = await create_queue(sqs, unique("age"))
+        await sqs.send_message(QueueUrl=url, MessageBody="old")
+        await asyncio.sleep(1.2)  # the age must be measurably above zero (SentTimestamp has ms resolution)
+        g = await _gatherer(sqs, arn, batch_size=10, window=0)
+        registry = g.metrics.families.registry
+        labels = {"event_source_mapping_uuid": "u", "function_name": "f", "source": "sqs"}
+        before = time.time()
+        k = _keeper(g)
+        batch = await g.next_batch(k)
+        await k.stop()
+        assert [m.record["body"] for m in batch] == ["old"]
+        age = registry.get_sample_value("esm_sqs_oldest_message_age_seconds", labels)
+        assert age is not None and age >= 1.0
+        polled_at = registry.get_sample_value("esm_last_poll_timestamp_seconds", labels)
+        assert polled_at is not None and polled_at >= before
+        assert await g.queue.delete(batch) == []
+        # The next gather finds nothing; its empty receives set the age to 0 (it is cancelled then).
+        g.long_poll = 1
+        k = _keeper(g)
+        gather = asyncio.create_task(g.next_batch(k))
+        deadline = time.monotonic() + 30
+        while registry.get_sample_value("esm_sqs_oldest_message_age_seconds", labels) != 0.0:
+            assert time.monotonic() < deadline, "the age did not go back to 0 after an empty receive"
+            await asyncio.sleep(0.05)
+        gather.cancel()
+        await asyncio.gather(gather, return_exceptions=True)
+        await k.stop()
