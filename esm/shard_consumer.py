@@ -234,7 +234,17 @@ class ShardConsumer:
     # lifecycle ------------------------------------------------------------------------------
 
     async def run(self) -> StopReason:
-        """Consume until the shard ends (SHARD_END) or the mapping stops (SHUTDOWN)."""
+        """Consume until the shard ends (SHARD_END) or the mapping stops (SHUTDOWN).
+
+        However it ends (a lost lease and cancellation included), the shard's lag gauges are
+        removed: a replica that no longer reads a shard must not keep reporting its last lag.
+        """
+        try:
+            return await self._run()
+        finally:
+            self._shard_metrics.remove()
+
+    async def _run(self) -> StopReason:
         self.log.info("shard_started", position=self.start.position.value, sequence=self.start.sequence)
         self._task = asyncio.current_task()
         closed = False
@@ -250,7 +260,6 @@ class ShardConsumer:
             await self._commit()
         drained = closed and not self.ctx.stopping.is_set() and self.tracker.outstanding == 0
         if drained and await self.ctx.save_checkpoints([(self.key, Checkpoint(Position.SHARD_END))], self.log):
-            self._shard_metrics.remove()
             self.log.info("shard_ended")
             return StopReason.SHARD_END
         self.log.info("shard_stopped", checkpoint=self.saved)

@@ -144,6 +144,7 @@ async def consume(
     retention: float | None = None,
     stop_when: Callable[[], bool] | None = None,
     settings: dict[str, Any] | None = None,
+    registry: CollectorRegistry | None = None,
     **mapping: Any,
 ) -> tuple[StopReason, dict[str, Checkpoint], CollectorRegistry]:
     """Run one consumer over the scripted shard to its end; return why it stopped and the checkpoints.
@@ -154,7 +155,7 @@ async def consume(
     m = MappingConfig.model_validate(
         {"EventSourceArn": ARN, "FunctionName": "fn", "StartingPosition": "TRIM_HORIZON", **mapping}
     )
-    registry = CollectorRegistry()
+    registry = registry or CollectorRegistry()
     streams = StreamsConfig.model_validate(
         {"idle_poll_interval": 0.01, "retry_delay": {"initial": 0.01}, **(settings or {})}
     )
@@ -352,3 +353,26 @@ class TestMappingHealth:
         )
         runner.source_ok("shard-a")
         assert health.state is MappingState.RUNNING
+
+
+class TestShardGauges:
+    """The per-shard lag gauges belong to the replica reading the shard, and only while it reads it."""
+
+    async def test_a_stopped_consumer_removes_its_lag_gauges(self, tmp_path: Path) -> None:
+        """After a stop (shutdown, a lost lease, a removed mapping) the shard's iterator age and
+        reader lag are no longer exported: a stale lag would keep alerts and autoscaling busy."""
+        now = time.time()
+        stream = ScriptedStream([now - 30 + i for i in range(6)], closed=False)
+        handler = Handler()
+        registry = CollectorRegistry()
+        exported: set[str] = set()
+
+        def stop_when() -> bool:
+            exported.update(s.name for family in registry.collect() for s in family.samples if "shard" in s.labels)
+            return sum(len(e) for e in handler.events) >= 6
+
+        reason, _, _ = await consume(tmp_path, stream, handler, None, stop_when=stop_when, registry=registry)
+        assert reason is StopReason.SHUTDOWN
+        assert exported == {"esm_reader_behind_seconds", "esm_iterator_age_seconds"}  # while it read the shard
+        after = {s.name for family in registry.collect() for s in family.samples if "shard" in s.labels}
+        assert after == set()
