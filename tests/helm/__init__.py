@@ -1,0 +1,1 @@
+"""Helm chart tests: deploy/helm/esm rendered, validated and linted offline."""
