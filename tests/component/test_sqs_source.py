@@ -184,9 +184,11 @@ class TestQueueMetrics:
         await k.stop()
         assert [m.record["body"] for m in batch] == ["old"]
         age = registry.get_sample_value("esm_sqs_oldest_message_age_seconds", labels)
-        assert age is not None and age >= 1.0
+        assert age is not None
+        assert age >= 1.0
         polled_at = registry.get_sample_value("esm_last_poll_timestamp_seconds", labels)
-        assert polled_at is not None and polled_at >= before
+        assert polled_at is not None
+        assert polled_at >= before
         assert await g.queue.delete(batch) == []
         # The next gather finds nothing; its empty receives set the age to 0 (it is cancelled then).
         g.long_poll = 1

@@ -1,0 +1,1 @@
+"""Observability artefacts: the Grafana dashboards, the Prometheus alert rules and their runbooks."""
