@@ -217,6 +217,7 @@ class Daemon:
         for outcome in ("applied", "rejected"):
             self._metrics.config_reloads.labels(outcome)
         self._metrics.config_last_reload_success.set(time.time())
+        self._metrics.config_last_reload_successful.set(1)
         self._file = self._read_baseline()
         mappings = list(spec.event_source_mappings)
         entries = [self._entry(m) for m in mappings]
@@ -348,6 +349,9 @@ class Daemon:
         invoker = await self._target(m)
         log = self.log.bind(mapping=m.uuid, function=m.FunctionName, source=m.EventSourceArn)
         mapping_metrics = self._metrics.for_mapping(*e.labels)
+        mapping_metrics.describe(m.EventSourceArn)
+        e.health.on_change = lambda health: mapping_metrics.state(health.state.value)
+        mapping_metrics.state(e.health.state.value)
         client = await env.source(m.source.kind)
         if m.source.kind is SourceKind.SQS:
             return SqsMappingRunner(
@@ -487,6 +491,7 @@ class Daemon:
             except ConfigError as exc:
                 self._file = (snap.digest, self._file[1])
                 self._metrics.config_reloads.labels("rejected").inc()
+                self._metrics.config_last_reload_successful.set(0)
                 self.log.error("reload_rejected", file=str(path), problems=exc.lines())
                 return None
             old = self._file[1]
@@ -500,6 +505,7 @@ class Daemon:
             if self.stop_requested.is_set():
                 return None
             self._metrics.config_reloads.labels("applied").inc()
+            self._metrics.config_last_reload_successful.set(1)
             self._metrics.config_last_reload_success.set(time.time())
             self.log.info("config_reloaded", file=str(path), **diff.counts, changed_mappings=dict(diff.reasons))
             return diff
@@ -520,9 +526,14 @@ class Daemon:
                 if (e.config.uuid, e.config.EventSourceArn) not in staying:
                     await self._leases.forget(e.config.uuid, e.config.EventSourceArn)
         new_labels = {m.uuid: self._entry(m).labels for m in new.spec.event_source_mappings}
+        new_arns = {m.uuid: m.EventSourceArn for m in new.spec.event_source_mappings}
         for e in leaving:
+            e.health.on_change = None  # a late STOPPED must not bring the series back
             if new_labels.get(e.config.uuid) != e.labels:
                 self._forget_series(e.labels)
+            elif new_arns.get(e.config.uuid) != e.config.EventSourceArn and self._metrics is not None:
+                with contextlib.suppress(KeyError):
+                    self._metrics.mapping_info.remove(*e.labels, e.config.EventSourceArn)
         self.config = new
         if new.spec.aws != self._env.aws:  # every mapping was changed, so none uses the old clients
             await self._env.aclose()

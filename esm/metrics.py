@@ -17,11 +17,13 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from esm import __version__
 
-__all__ = ["INVOKE_OUTCOMES", "LEASE_EVENTS", "MappingMetrics", "Metrics", "ShardMetrics"]
+__all__ = ["INVOKE_OUTCOMES", "LEASE_EVENTS", "MAPPING_STATES", "MappingMetrics", "Metrics", "ShardMetrics"]
 
 _MAPPING = ("event_source_mapping_uuid", "function_name", "source")
 INVOKE_OUTCOMES = ("success", "function_error", "throttled", "service_error", "payload_too_large", "fatal")
 """The `outcome` label values of `esm_invocations_total` (all created at 0 for every mapping)."""
+MAPPING_STATES = ("starting", "running", "unhealthy", "disabled", "stopping", "stopped")
+"""The `state` label values of `esm_mapping_state` (esm.health.MappingState)."""
 LEASE_EVENTS = ("taken", "stolen", "lost", "released")
 """The `event` label values of `esm_lease_events_total`."""
 _DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900)
@@ -135,6 +137,19 @@ class Metrics:
             registry=registry,
         )
 
+        self.mapping_info = Gauge(
+            "esm_mapping_info",
+            "Always 1 per configured mapping; `event_source_arn` names its queue or stream.",
+            (*_MAPPING, "event_source_arn"),
+            registry=registry,
+        )
+        self.mapping_state = Gauge(
+            "esm_mapping_state",
+            "1 for the mapping's current state (starting, running, unhealthy, disabled, stopping, stopped), "
+            "0 for the others (the /readyz state).",
+            (*_MAPPING, "state"),
+            registry=registry,
+        )
         self.last_poll = Gauge(
             "esm_last_poll_timestamp_seconds",
             "Unix time of the mapping's last successful read from its source (an empty one included).",
@@ -163,6 +178,12 @@ class Metrics:
             "Configuration reloads (SIGHUP or a change of the file), by outcome: applied, or rejected "
             "(the new file is invalid and the running configuration stays).",
             ("outcome",),
+            registry=registry,
+        )
+        self.config_last_reload_successful = Gauge(
+            "esm_config_last_reload_successful",
+            "1 if the last attempt to load the configuration file succeeded, 0 while the file is invalid "
+            "(the previous configuration keeps running).",
             registry=registry,
         )
         self.config_last_reload_success = Gauge(
@@ -343,6 +364,15 @@ class MappingMetrics:
     def for_shard(self, shard_id: str) -> ShardMetrics:
         """The per-shard gauges of this mapping for one shard."""
         return ShardMetrics(self.families, (*self.labels, shard_id))
+
+    def describe(self, event_source_arn: str) -> None:
+        """Export the mapping's info series (its source ARN)."""
+        self.families.mapping_info.labels(*self.labels, event_source_arn).set(1)
+
+    def state(self, current: str) -> None:
+        """Export the mapping's state: 1 for `current`, 0 for every other state."""
+        for state in MAPPING_STATES:
+            self.families.mapping_state.labels(*self.labels, state).set(1 if state == current else 0)
 
     def oldest_message_age(self, seconds: float) -> None:
         """The age of the oldest message of the latest receive (SQS mappings only)."""

@@ -358,6 +358,8 @@ class StreamMappingRunner:
 
     def source_failed(self, exc: AwsError, shard: str | None = None) -> None:
         """A stream call failed: unhealthy with the reason (AWS's text for a missing stream)."""
+        if shard is None:  # a shard's read errors are counted where they happen (the shard consumer)
+            self.metrics.source_error(exc.code)
         if isinstance(exc, SourceNotFoundError):
             reason = f"Stream not found: {self.mapping.EventSourceArn}"
         else:

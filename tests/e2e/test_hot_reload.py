@@ -250,8 +250,12 @@ class TestInvalidFile:
             assert problems[1].startswith(f"{path}: event_source_mappings.0.BatchSize: 1 validation error detected")
             assert daemon.tasks == {uuid_of(a): task_a}
             assert 'esm_config_reloads_total{outcome="rejected"} 1.0' in series(daemon, "esm_config_reloads_total")
+            assert series(daemon, "esm_config_last_reload_successful ") == ["esm_config_last_reload_successful 0.0"]
             await sqs.send_message(QueueUrl=url_a, MessageBody="still served")
             await wait_for(lambda: RECORDER.bodies_of(a["FunctionName"]) == ["still served"])
+            write_config(tmp_path, config(moto_endpoint, [a]))  # the file is mended
+            assert await daemon.reload() is not None
+            assert series(daemon, "esm_config_last_reload_successful ") == ["esm_config_last_reload_successful 1.0"]
 
     async def test_mapping_that_fails_preflight_is_not_started_and_the_daemon_stays(
         self, sqs: Any, moto_endpoint: str, tmp_path: Path
@@ -273,6 +277,12 @@ class TestInvalidFile:
             )
             assert daemon.tasks == {uuid_of(a): task_a}
             assert daemon.health[1].state is MappingState.UNHEALTHY
+            states = {
+                line.split('state="')[1].split('"')[0]
+                for line in series(daemon, "esm_mapping_state{")
+                if f'event_source_mapping_uuid="{uuid_of(b)}"' in line and line.endswith(" 1.0")
+            }
+            assert states == {"unhealthy"}
 
 
 class TestWatcher:

@@ -109,6 +109,7 @@ class Scenario:
     metrics_url: str
     prometheus_url: str
     workdir: Path
+    missing_queue_arn: str
 
     def metrics(self) -> str:
         return _get(self.metrics_url)
@@ -254,7 +255,7 @@ def scenario(moto_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> It
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-    s = Scenario(f"http://127.0.0.1:{esm_port}/metrics", f"http://127.0.0.1:{prom_port}", workdir)
+    s = Scenario(f"http://127.0.0.1:{esm_port}/metrics", f"http://127.0.0.1:{prom_port}", workdir, arn["missing"])
     try:
         _wait(lambda: "esm_build_info" in s.metrics(), "esm serves /metrics", log=esm_log)
         _wait(lambda: _get(f"{s.prometheus_url}/-/ready").startswith("Prometheus"), "Prometheus ready", log=prom_log)
@@ -331,5 +332,15 @@ def test_the_missing_queue_is_seen_by_prometheus(scenario: Scenario) -> None:
     """The mapping whose queue does not exist shows as down, with its errors counted by code."""
     down = scenario.query('esm_mapping_up{source="sqs"} == 0')["data"]["result"]
     assert len(down) == 1
+    unhealthy = scenario.query('esm_mapping_state{state="unhealthy"} == 1')["data"]["result"]
+    assert [u["metric"]["event_source_mapping_uuid"] for u in unhealthy] == [
+        down[0]["metric"]["event_source_mapping_uuid"]
+    ]
+    info = scenario.query(
+        'esm_mapping_info * on(event_source_mapping_uuid) group_left() (esm_mapping_state{state="unhealthy"} == 1)'
+    )["data"]["result"]
+    assert [i["metric"]["event_source_arn"] for i in info] == [scenario.missing_queue_arn]
+    running = scenario.query('esm_mapping_state{state="running"} == 1')["data"]["result"]
+    assert len(running) == 4  # the SQS queue, two Kinesis mappings and the DynamoDB stream
     errors = scenario.query("sum by (code) (esm_source_errors_total)")["data"]["result"]
     assert {e["metric"]["code"] for e in errors} >= {"AWS.SimpleQueueService.NonExistentQueue"}
