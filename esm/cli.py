@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from esm import __version__
-from esm.config import ConfigError, json_schema, load_config
+from esm.config import Config, ConfigError, json_schema, load_config
 from esm.filter_test import add_filter_parser, run_filter_test
 
 __all__ = ["main"]
@@ -42,6 +42,11 @@ def _parser() -> argparse.ArgumentParser:
 
     val = sub.add_parser("validate", help="check configuration files; exit 2 if any is invalid")
     val.add_argument("files", nargs="+", metavar="FILE")
+    val.add_argument(
+        "--no-handlers",
+        action="store_true",
+        help="do not import the Python handlers (functions.*.handler), e.g. where their dependencies are missing",
+    )
 
     sub.add_parser("schema", help="print the JSON Schema of the configuration file")
     iam = sub.add_parser("iam-policy", help="print the least-privilege IAM policy the configured mappings need")
@@ -79,25 +84,50 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _validate(files: Sequence[str]) -> int:
+def _validate(files: Sequence[str], *, handlers: bool = True) -> int:
     status = EXIT_OK
     for f in files:
         try:
-            load_config(f)
+            config = load_config(f)
         except ConfigError as exc:
             for line in exc.lines():
                 print(line, file=sys.stderr)
             status = EXIT_CONFIG
-        else:
+            continue
+        problems = _handler_problems(config) if handlers else []
+        for problem in problems:
+            print(f"{f}: {problem}", file=sys.stderr)
+            status = EXIT_CONFIG
+        if not problems:
             print(f"{f}: ok")
     return status
+
+
+def _handler_problems(config: Config) -> list[str]:
+    """Import every Python handler as `esm run` would; one `functions.NAME.handler: reason` per failure.
+
+    The daemon refuses to start with a handler it cannot import: `esm validate` (and the Helm
+    chart's `helm test`) says so first.
+    """
+    from esm.errors import InvokeFatalError
+    from esm.targets.python import import_handler
+
+    problems = []
+    for name, fn in config.spec.functions.items():
+        if fn.handler is None:
+            continue
+        try:
+            import_handler(fn.handler, config.base_dir)
+        except InvokeFatalError as exc:
+            problems.append(f"functions.{name}.handler: {exc}")
+    return problems
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `esm` console script; returns the process exit code."""
     args = _parser().parse_args(argv)
     if args.command == "validate":
-        return _validate(args.files)
+        return _validate(args.files, handlers=not args.no_handlers)
     if args.command == "filter":
         return run_filter_test(args)
     if args.command == "schema":

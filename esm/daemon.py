@@ -346,12 +346,14 @@ class Daemon:
         assert self._metrics is not None
         assert self._stack is not None
         m, env = e.config, self._env
-        invoker = await self._target(m)
-        log = self.log.bind(mapping=m.uuid, function=m.FunctionName, source=m.EventSourceArn)
+        # The state series exist before anything can fail: a mapping whose target cannot be opened
+        # shows as unhealthy in the metrics (and alerts), as it does in /readyz.
         mapping_metrics = self._metrics.for_mapping(*e.labels)
         mapping_metrics.describe(m.EventSourceArn)
         e.health.on_change = lambda health: mapping_metrics.state(health.state.value)
         mapping_metrics.state(e.health.state.value)
+        invoker = await self._target(m)
+        log = self.log.bind(mapping=m.uuid, function=m.FunctionName, source=m.EventSourceArn)
         client = await env.source(m.source.kind)
         if m.source.kind is SourceKind.SQS:
             return SqsMappingRunner(

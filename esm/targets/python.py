@@ -138,7 +138,7 @@ class PythonInvoker:
 
     async def __aenter__(self) -> PythonInvoker:
         """Import the handler (raising InvokeFatalError if it cannot be) and start the thread pool."""
-        self._handler = _import_handler(self._fn.handler, self._base_dir)
+        self._handler = import_handler(self._fn.handler, self._base_dir)
         self._is_coroutine = inspect.iscoroutinefunction(self._handler)
         self._pool = ThreadPoolExecutor(max_workers=self._fn.max_threads, thread_name_prefix=f"esm-fn-{self.name}")
         self._log_stream = f"{dt.datetime.now(dt.UTC):%Y/%m/%d}/[$LATEST]{uuid.uuid4().hex}"
@@ -233,7 +233,7 @@ def _marshal(value: Any) -> bytes:
     return json.dumps(value, ensure_ascii=False, allow_nan=True, default=_json_default).encode()
 
 
-def _import_handler(spec: str | None, base_dir: Path) -> Handler:
+def import_handler(spec: str | None, base_dir: Path) -> Handler:
     """Import `module:function` with `base_dir` importable; raise InvokeFatalError naming the handler."""
     if spec is None:
         raise InvokeFatalError("a Python target needs `handler: module:function`")

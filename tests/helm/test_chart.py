@@ -31,6 +31,8 @@ import promql_parser
 import pytest
 import yaml
 
+from tests.observability.promql import github_anchor
+
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "deploy" / "helm" / "esm"
 FILES = CHART / "files"
@@ -314,6 +316,17 @@ BAD_VALUES: list[tuple[str, dict[str, Any], str]] = [
     ("persistence-enabled", {"persistence": {"enabled": True}}, "existingClaim is the switch; no PVC is created"),
     ("automount-as-string", {"automountServiceAccountToken": "false"}, "a boolean"),
     ("update-strategy-typo", {"updateStrategy": {"type": "Rolling"}}, "RollingUpdate or Recreate"),
+    (
+        "runbook-base-with-anchor",
+        {"prometheusRule": {"runbookBaseUrl": "https://wiki.example.com/esm#runbooks"}},
+        "the chart appends #<alert section> itself",
+    ),
+    ("runbook-base-not-a-url", {"prometheusRule": {"runbookBaseUrl": "docs/runbooks.md"}}, "an absolute http(s) URL"),
+    (
+        "runbook-base-with-template",
+        {"prometheusRule": {"runbookBaseUrl": "https://wiki.example.com/{{$labels.instance}}"}},
+        "Prometheus would expand an alert template in the annotation",
+    ),
 ]
 
 
@@ -528,6 +541,10 @@ class TestConfigFile:
             folder.mkdir()
             (folder / "config.yaml").write_text(release.config_map["data"]["config.yaml"])
             files.append(str(folder / "config.yaml"))
+        # The handler modules beside it, where the pod mounts them (esm validate imports them).
+        for relative, source in FULL_VALUES["handlers"].items():
+            (tmp_path / "full" / relative).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / "full" / relative).write_text(source)
         # ${VAR} in the file is expanded from the container's env: give each extraEnv a value.
         env = os.environ | {e["name"]: e.get("value", "from-a-secret") for e in full.container["env"]}
         result = subprocess.run(
@@ -948,6 +965,50 @@ class TestObservability:
                 assert ("alert" in item) != ("record" in item), item
         assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
         assert rule["metadata"]["namespace"] == "monitoring"
+
+    def test_runbook_urls_follow_the_value(self, chart: helm_python.Chart) -> None:
+        """prometheusRule.runbookBaseUrl replaces the base of every runbook_url; nothing else changes."""
+        alerts = FILES / "alerts.yaml"
+        base = "https://git.example.com/platform/esm/-/blob/v0.1.0/docs/runbooks.md"
+        release = render(chart, {"prometheusRule": {"enabled": True, "runbookBaseUrl": base}})
+        spec = release.one("PrometheusRule")["spec"]
+        rules = [rule for group in spec["groups"] for rule in group["rules"] if "alert" in rule]
+        assert rules
+        for rule in rules:
+            assert rule["annotations"]["runbook_url"] == f"{base}#{github_anchor(rule['alert'])}", rule["alert"]
+        expected = yaml.safe_load(alerts.read_text())
+        for group in expected["groups"]:
+            for rule in group["rules"]:
+                if "runbook_url" in rule.get("annotations", {}):
+                    url = rule["annotations"]["runbook_url"]
+                    rule["annotations"]["runbook_url"] = base + url[url.index("#") :]
+        assert spec == expected
+
+    def test_runbook_base_url_defaults_to_the_file(self, chart: helm_python.Chart) -> None:
+        """The default value is the base files/alerts.yaml links to, so the default render keeps the file's URLs."""
+        base = chart.values["prometheusRule"]["runbookBaseUrl"]
+        document = yaml.safe_load((FILES / "alerts.yaml").read_text())
+        urls = [
+            rule["annotations"]["runbook_url"]
+            for group in document["groups"]
+            for rule in group["rules"]
+            if "runbook_url" in rule.get("annotations", {})
+        ]
+        assert urls
+        assert all(url.startswith(f"{base}#") for url in urls)
+
+    def test_a_runbook_url_off_the_base_fails_the_render(self, tmp_path: Path) -> None:
+        """A rule in files/alerts.yaml whose runbook_url the value could not rebase stops the render."""
+        copy_dir = tmp_path / "esm"
+        shutil.copytree(CHART, copy_dir)
+        alerts = copy_dir / "files" / "alerts.yaml"
+        document = yaml.safe_load(alerts.read_text())
+        rule = document["groups"][0]["rules"][0]
+        rule["annotations"]["runbook_url"] = "https://example.com/elsewhere.md#" + rule["alert"].lower()
+        alerts.write_text(yaml.safe_dump(document))
+        with helm_python.Chart.load(copy_dir) as changed:
+            message = render_error(changed, {"prometheusRule": {"enabled": True}})
+        assert f"the runbook_url of {rule['alert']} does not start with" in message
 
     def test_dashboards_config_map_holds_every_dashboard_unchanged(self, full: Release) -> None:
         """Each files/dashboards/*.json is a key of the sidecar ConfigMap, byte for byte; nothing else is."""

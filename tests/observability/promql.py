@@ -26,7 +26,7 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from esm.arns import SourceKind
-from esm.metrics import INVOKE_OUTCOMES, LEASE_EVENTS, Metrics
+from esm.metrics import INVOKE_OUTCOMES, LEASE_EVENTS, MAPPING_STATES, Metrics
 
 REPO = Path(__file__).resolve().parents[2]
 CHART_FILES = REPO / "deploy" / "helm" / "esm" / "files"
@@ -49,6 +49,7 @@ LABEL_VALUES: dict[tuple[str, str], frozenset[str]] = {
     ("esm_invocation_duration_seconds_sum", "outcome"): _OUTCOMES,
     ("esm_invocation_duration_seconds_count", "outcome"): _OUTCOMES,
     ("esm_lease_events_total", "event"): frozenset(LEASE_EVENTS),
+    ("esm_mapping_state", "state"): frozenset(MAPPING_STATES),
     # Written by MappingMetrics.queue_counts, the callers of window_closed, and the daemon's reloads.
     ("esm_sqs_queue_messages", "state"): frozenset({"visible", "in_flight", "delayed"}),
     ("esm_tumbling_windows_closed_total", "reason"): frozenset({"final", "terminated_early", "undeliverable"}),
@@ -243,6 +244,8 @@ def exposed_metric_labels() -> Mapping[str, frozenset[str]]:
     mapping.stream_open_shards(1)
     mapping.queue_counts(1, 0, 0)
     mapping.source_error("ThrottlingException")
+    mapping.describe("arn:aws:kinesis:us-east-1:123456789012:stream/clicks")
+    mapping.state("running")
     metrics.lease_mapping("uuid")
     metrics.replica_info.labels("replica").set(1)
     metrics.config_reloads.labels("applied").inc()

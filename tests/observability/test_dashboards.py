@@ -8,13 +8,16 @@ through promtool) and checked against the metrics `esm.metrics.Metrics` really e
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
 
+import promql_parser
 import pytest
 import yaml
 
+from esm.metrics import MAPPING_STATES
 from tests.observability.promql import (
     DASHBOARDS,
     annotation_queries,
@@ -26,8 +29,10 @@ from tests.observability.promql import (
     load_dashboard,
     metric_names,
     panels,
+    parse,
     promtool,
     range_windows,
+    selectors,
     substitute_grafana_vars,
     variable_queries,
 )
@@ -237,6 +242,10 @@ def test_the_checks_catch_wrong_expressions() -> None:
         'esm_mapping_up{source="sns"}': "source is never 'sns'",
         'esm_mapping_up{event_source_mapping_uuid="$mapping"}': "compares a template variable literally",
         "sum by (mapping) (esm_mapping_up)": "groups or matches on 'mapping'",
+        'esm_mapping_state{state="down"} == 1': "state is never 'down'",
+        'esm_mapping_state{state=~"running|healthy"}': "state is never 'healthy'",
+        'esm_mapping_info{state="running"}': "esm_mapping_info: has no label 'state'",
+        'esm_config_last_reload_successful{outcome="rejected"}': "has no label 'outcome'",
         'sum({__name__=~"esm_.*_total"})': "a selector without a fixed metric name",
         "rate(esm_polled_events_total[5m]": "not usable",
         "no_such_function(esm_mapping_up)": "not usable",
@@ -259,3 +268,110 @@ def test_exposed_metric_names_follow_the_registry() -> None:
     assert labels["esm_iterator_age_seconds"] == {"event_source_mapping_uuid", "function_name", "source", "shard"}
     assert labels["esm_leases_held"] == {"event_source_mapping_uuid"}
     assert "le" in labels["esm_batch_payload_bytes_bucket"]
+    mapping = {"event_source_mapping_uuid", "function_name", "source"}
+    assert labels["esm_mapping_info"] == mapping | {"event_source_arn"}
+    assert labels["esm_mapping_state"] == mapping | {"state"}
+    assert labels["esm_config_last_reload_successful"] == set()
+
+
+# Panels that show a mapping's state as a number: `N * (esm_mapping_state{state="S", …} == 1)`.
+_STATE_CODE = re.compile(r'(\d+) \* \(esm_mapping_state\{state="(\w+)"')
+
+
+def _value_mappings(panel: dict[str, Any]) -> dict[str, str]:
+    """Value -> text of every value mapping of a panel, its defaults and overrides together."""
+    found: dict[str, str] = {}
+    field_config = panel.get("fieldConfig", {})
+    lists = [field_config.get("defaults", {}).get("mappings", [])]
+    lists += [p["value"] for o in field_config.get("overrides", []) for p in o["properties"] if p["id"] == "mappings"]
+    for mappings in lists:
+        for mapping in mappings:
+            if mapping["type"] == "value":
+                found.update({value: option["text"] for value, option in mapping["options"].items()})
+    return found
+
+
+def test_state_codes_match_their_value_mappings(path: Path) -> None:
+    # A panel that turns states into numbers (the worst state wins) must name each number as its state.
+    coded = 0
+    for panel in panels(load_dashboard(path)):
+        for target in panel.get("targets", []):
+            codes = dict(_STATE_CODE.findall(target["expr"]))
+            if not codes:
+                continue
+            coded += 1
+            assert sorted(codes.values()) == sorted(MAPPING_STATES), panel["title"]
+            assert len(set(codes)) == len(codes), panel["title"]
+            mappings = _value_mappings(panel)
+            assert {code: mappings.get(code) for code in codes} == codes, panel["title"]
+            assert codes[max(codes, key=int)] == "unhealthy", panel["title"]  # the worst state wins
+    assert coded >= 1
+
+
+def test_state_columns_name_every_state() -> None:
+    board = load_dashboard(DASHBOARDS / "esm-drilldown.json")
+    (table,) = [p for p in panels(board) if p["title"] == "Mapping on each replica"]
+    (state,) = [o for o in table["fieldConfig"]["overrides"] if o["matcher"]["options"] == "state"]
+    (mappings,) = [p["value"] for p in state["properties"] if p["id"] == "mappings"]
+    assert set(mappings[0]["options"]) == set(MAPPING_STATES)
+
+
+def _next_row_y(board: dict[str, Any], row: dict[str, Any]) -> int:
+    below = [p["gridPos"]["y"] for p in panels(board) if p["type"] == "row" and p["gridPos"]["y"] > row["gridPos"]["y"]]
+    return min(below, default=10**6)
+
+
+def test_queue_variable_lists_queue_arns_and_the_queue_panels_use_it() -> None:
+    path = DASHBOARDS / "esm-drilldown.json"
+    variables = {name: (selector, label) for name, selector, label in variable_queries(path)}
+    selector, label = variables["queue"]
+    assert label == "event_source_arn"
+    ((metric, matchers),) = selectors(substitute_grafana_vars(selector))
+    assert metric == "esm_mapping_info"
+    assert ("source", "=", "sqs") in matchers
+    board = load_dashboard(path)
+    row = next(p for p in panels(board) if p["type"] == "row" and p["title"] == "SQS queue")
+    queue_panels = [p for p in panels(board) if p["type"] != "row" and p["gridPos"]["y"] > row["gridPos"]["y"]]
+    queue_panels = [p for p in queue_panels if p["gridPos"]["y"] < _next_row_y(board, row)]
+    assert len(queue_panels) == 4
+    for panel in queue_panels:
+        for target in panel["targets"]:
+            found = selectors(target["expr"].replace("$__rate_interval", "5m"))  # $queue stays a literal
+            infos = [m for name, m in found if name == "esm_mapping_info"]
+            assert infos, panel["title"]
+            assert all(("event_source_arn", "=~", "$queue") in m for m in infos), panel["title"]
+            assert "{{event_source_arn}}" in target["legendFormat"], panel["title"]
+
+
+def test_arn_joins_are_made_replica_by_replica(path: Path) -> None:
+    # The same UUID may read another ARN on another replica during a rolling change: joining per
+    # replica (job, instance) never meets two ARNs for one UUID, which Prometheus would refuse.
+    joins = 0
+    for title, expr in dashboard_queries(path):
+
+        def visit(node: promql_parser.Expr, title: str = title) -> None:
+            nonlocal joins
+            if not isinstance(node, promql_parser.BinaryExpr) or node.modifier is None:
+                return
+            if "event_source_arn" not in (node.modifier.group_labels or []):
+                return
+            joins += 1
+            matching = node.modifier.matching
+            assert matching is not None, title
+            assert str(matching).startswith("on"), title
+            assert set(matching.labels) == {"job", "instance", "event_source_mapping_uuid"}, title
+
+        promql_parser.walk(parse(substitute_grafana_vars(expr)), visit)
+    assert joins >= 2
+
+
+def test_mapping_tables_show_the_source_arn_and_state() -> None:
+    overview = load_dashboard(DASHBOARDS / "esm-overview.json")
+    (table,) = [p for p in panels(overview) if p["title"] == "Mappings"]
+    shown = {name for t in table["targets"] for name in metric_names(substitute_grafana_vars(t["expr"]))}
+    assert {"esm_mapping_info", "esm_mapping_state"} <= shown
+    names = [o["matcher"]["options"] for o in table["fieldConfig"]["overrides"]]
+    assert "event_source_arn" in names
+    stats = {p["title"]: p for p in panels(overview) if p["type"] == "stat"}
+    (config,) = stats["Configuration file"]["targets"]
+    assert metric_names(substitute_grafana_vars(config["expr"])) == {"esm_config_last_reload_successful"}

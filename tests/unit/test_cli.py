@@ -68,6 +68,8 @@ def files(tmp_path: Path) -> Path:
     (tmp_path / "valid.yaml").write_text(VALID, encoding="utf-8")
     (tmp_path / "two.yaml").write_text(TWO_PROBLEMS, encoding="utf-8")
     (tmp_path / "one.yaml").write_text(ONE_PROBLEM, encoding="utf-8")
+    (tmp_path / "handlers").mkdir()
+    (tmp_path / "handlers" / "orders.py").write_text("def handle(event, context):\n    return None\n")
     return tmp_path
 
 
@@ -93,6 +95,25 @@ class TestValidate:
             f"two.yaml: event_source_mappings.0.MaximumBatchingWindowInSeconds: {WINDOW}",
             "one.yaml: functions.orders: exactly one of `handler`, `lambda` or `url` is required",
         ]
+
+    def test_handlers_are_imported_as_esm_run_would(self, files: Path) -> None:
+        """A handler that cannot be imported (or is not callable) fails validation like a bad field;
+        `--no-handlers` skips the imports (handler dependencies missing where the check runs)."""
+        (files / "handlers" / "orders.py").write_text("handle = 42\n")
+        result = esm("validate", "valid.yaml", cwd=files)
+        assert result.returncode == 2
+        assert result.stdout == ""
+        assert result.stderr.splitlines() == [
+            "valid.yaml: functions.orders.handler: handler 'handlers.orders:handle' is not callable (it is a int)"
+        ]
+        (files / "handlers" / "orders.py").unlink()
+        result = esm("validate", "valid.yaml", cwd=files)
+        assert result.returncode == 2
+        assert result.stderr.startswith("valid.yaml: functions.orders.handler: cannot import handler")
+        assert "ModuleNotFoundError" in result.stderr
+        result = esm("validate", "--no-handlers", "valid.yaml", cwd=files)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.splitlines() == ["valid.yaml: ok"]
 
     def test_all_valid_files_exit_0(self, files: Path) -> None:
         """When every file is valid: exit 0, `FILE: ok` for each, nothing on stderr."""

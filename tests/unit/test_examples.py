@@ -3,7 +3,8 @@
 README convention: every ```yaml block is a complete configuration file and must pass
 `load_config` with no environment variables set (use `${VAR:-default}`). A block that is only a
 fragment (one mapping, one section) is preceded by the HTML comment `<!-- fragment -->`, with at most
-blank lines in between, and is skipped.
+blank lines in between, and is only checked to be YAML. A block of Helm values for the chart is
+preceded by `<!-- helm-values -->` instead: tests/helm/test_readme_values.py renders it.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ README = ROOT / "README.md"
 REQUIRED_EXAMPLES = {"example.yaml", "fifo.yaml", "lambda-and-http.yaml"}
 
 _FENCE_OPEN = re.compile(r"^(?P<indent>\s*)(?P<fence>`{3,}|~{3,})\s*(?P<lang>[\w+-]*)")
-_FRAGMENT = re.compile(r"^\s*<!--\s*fragment\s*-->\s*$", re.IGNORECASE)
+_FRAGMENT = re.compile(r"^\s*<!--\s*(fragment|helm-values)\s*-->\s*$", re.IGNORECASE)
+_HELM_VALUES = re.compile(r"^\s*<!--\s*helm-values\s*-->\s*$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,8 @@ class YamlBlock:
     """1-based line number of the opening fence."""
     text: str
     fragment: bool
+    helm_values: bool = False
+    """Preceded by `<!-- helm-values -->`: values for the Helm chart (a fragment for esm's checks)."""
 
 
 def yaml_blocks(markdown: str) -> list[YamlBlock]:
@@ -68,7 +72,14 @@ def yaml_blocks(markdown: str) -> list[YamlBlock]:
         if m["lang"].lower() not in ("yaml", "yml"):
             continue
         previous = next((line for line in reversed(lines[:start]) if line.strip()), "")
-        blocks.append(YamlBlock(start + 1, "\n".join(body) + "\n", bool(_FRAGMENT.match(previous))))
+        blocks.append(
+            YamlBlock(
+                start + 1,
+                "\n".join(body) + "\n",
+                fragment=bool(_FRAGMENT.match(previous)),
+                helm_values=bool(_HELM_VALUES.match(previous)),
+            )
+        )
     return blocks
 
 

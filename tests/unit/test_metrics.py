@@ -9,7 +9,20 @@ from prometheus_client import CollectorRegistry
 from esm.metrics import INVOKE_OUTCOMES, LEASE_EVENTS, Metrics
 from tests.conftest import REPO_ROOT
 
-_UNITS = ("_seconds", "_bytes", "_events", "_messages", "_shards", "_batches", "_info", "_up", "_held", "_target", "_state", "_successful")
+_UNITS = (
+    "_seconds",
+    "_bytes",
+    "_events",
+    "_messages",
+    "_shards",
+    "_batches",
+    "_info",
+    "_up",
+    "_held",
+    "_target",
+    "_state",
+    "_successful",
+)
 
 
 def _families() -> dict[str, tuple[str, tuple[str, ...]]]:
