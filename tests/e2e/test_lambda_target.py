@@ -45,7 +45,8 @@ class TestLambdaTarget:
     async def test_throttles_are_retried_and_are_not_function_errors(
         self, sqs: Any, moto_endpoint: str, tmp_path: Path
     ) -> None:
-        """Two 429s then success: the message is deleted after three calls and no function error is counted."""
+        """Two 429s then success: the message is deleted after three calls, counted as two throttles
+        (Lambda's Throttles) and no function error."""
         url, arn = await create_queue(sqs, unique("thr"))
         fn = unique("fn")
         async with FakeLambda() as fake:
@@ -54,7 +55,7 @@ class TestLambdaTarget:
             async with running_daemon(tmp_path, _config(moto_endpoint, fake, fn, arn)) as daemon:
                 await wait_for(lambda: len(fake.calls_to(fn)) >= 3)
                 errors = await _metric(daemon, "esm_invocations_total", outcome="function_error")
-                retried = await _metric(daemon, "esm_invocations_total", outcome="service_error")
+                retried = await _metric(daemon, "esm_invocations_total", outcome="throttled")
             assert [c.qualifier for c in fake.calls_to(fn)] == ["live"] * 3
         assert (errors, retried) == (0, 2)
         assert await queue_counts(sqs, url) == (0, 0)
