@@ -491,9 +491,18 @@ class LeaseCoordinator:
                         self.log.info("worker_forgotten", worker=seen.item.owner)
 
     def _judge(self) -> tuple[set[str], int]:
-        """From the last scan: the available leases (unowned or expired) and the number of live replicas."""
+        """From the last scan: the available leases and the number of live replicas.
+
+        Available: unowned, expired, or owned by this replica in the table but not held here (the
+        answer to its take was lost, or the watchdog gave it up): taking it again at once beats
+        leaving the shard idle until the lease looks expired.
+        """
         now = time.monotonic()
-        available = {k for k, s in self.seen.items() if s.item.owner is None or self.expired(s, now)}
+        available = {
+            k
+            for k, s in self.seen.items()
+            if s.item.owner is None or self.expired(s, now) or (s.item.owner == self.replica and k not in self.held)
+        }
         live = {s.item.owner for k, s in self.seen.items() if k not in available and s.item.owner is not None}
         live |= {s.item.owner for s in self.workers.values() if s.item.owner and not self.expired(s, now)}
         live.add(self.replica)

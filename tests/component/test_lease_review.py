@@ -211,3 +211,21 @@ async def test_the_consumer_of_a_lost_lease_stops_while_the_stream_cannot_be_lis
         runner.stop()
         await asyncio.wait_for(task, 10)
         await a.stop()
+
+
+async def test_a_take_whose_answer_was_lost_is_taken_again_at_the_next_round(harness: Harness) -> None:
+    """The take was applied but its answer lost: the table names this replica, which does not know it
+    holds the lease. The next round takes it again at once (no wait for the lease to look expired)."""
+    table = harness.table
+    await create_leases(table, 1)
+    a = coordinator(table, "a", failover_time=60.0, balance_interval=100)
+    try:
+        harness.wire.fail("a", "applied", "take")
+        await a.balance_round()
+        assert held(a) == {}
+        assert list((await owners(table)).values()) == ["a"]
+        await a.balance_round()
+        assert len(held(a)) == 1
+        assert [w.kind for w in harness.wire.applied] == ["take", "take"]
+    finally:
+        await a.stop()
