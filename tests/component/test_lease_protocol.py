@@ -469,6 +469,25 @@ COORDINATOR_ARGS = {
         ("checkpoint", 1, 1, None),
     ],
 )
+@example(  # found locally: the lost-answer write held window None, the retry of that sequence holds w1
+    replicas=2,
+    leases=1,
+    thieves=[True, False, True, False],
+    ops=[
+        ("fault", 0, "applied"),
+        ("stale", 1, 0),
+        ("checkpoint", 2, 2, None),
+        ("stale", 1, 0),
+        ("round", 2),
+        ("checkpoint", 3, 0, "w2"),
+        ("stale", 3, 0),
+        ("stale", 0, 2),
+        ("round", 3),
+        ("round", 1),
+        ("retry", 0, "w1"),
+        ("round", 3),
+    ],
+)
 def test_no_two_coordinators_checkpoint_a_shard_in_one_epoch(
     moto_endpoint: str, replicas: int, leases: int, thieves: list[bool], ops: list[tuple[Any, ...]]
 ) -> None:
@@ -479,14 +498,18 @@ def test_no_two_coordinators_checkpoint_a_shard_in_one_epoch(
     async def body(h: Harness) -> None:
         outcome = await run_coordinators(h, replicas, leases, thieves, ops)
         check_history(h.wire.applied, await final_counters(h.table))
+        # A checkpoint is its position and its window state: a retry of the same sequence with another
+        # window state (the lost-answer write held the old one) is a second checkpoint, written on top.
         applied = defaultdict(list)
         for w in h.wire.applied:
             if w.kind == "checkpoint":
-                applied[(w.key, w.replica, w.sequence)].append(w.counter)
-        reported = [(k, r, s) for k, r, s, _, _ in outcome.written]
+                applied[(w.key, w.replica, w.sequence, w.window_state)].append(w.counter)
+        reported = [(k, r, s, ws) for k, r, s, ws, _ in outcome.written]
         assert len(reported) == len(set(reported)), f"one checkpoint reported written twice: {reported}"
-        for k, r, s in reported:
-            assert len(applied[(k, r, s)]) == 1, f"{r} reported {s} written on {k}; applied: {applied[(k, r, s)]}"
+        for k, r, s, ws in reported:
+            assert len(applied[(k, r, s, ws)]) == 1, (
+                f"{r} reported {s} ({ws}) written on {k}; applied: {applied[(k, r, s, ws)]}"
+            )
 
     asyncio.run(with_table(factory, body))
 
