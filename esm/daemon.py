@@ -38,7 +38,7 @@ from esm.arns import SourceKind, parse_function_arn
 from esm.aws import ClientFactory
 from esm.config import AwsConfig, Config, ConfigError, ConfigFile, FunctionConfig, MappingConfig
 from esm.destinations import Destinations
-from esm.errors import AwsError, EsmError, InvokeError
+from esm.errors import AwsError, EsmError, InvokeError, RetriableAwsError
 from esm.health import HealthServer, MappingHealth, MappingState
 from esm.leases import LeaseCheckpointStore, LeaseCoordinator, LeaseSettings, replica_id
 from esm.logging import get_logger
@@ -63,6 +63,7 @@ EXIT_OK, EXIT_FORCED, EXIT_CONFIG = 0, 1, 2
 _FORCE_SECONDS = 5.0  # after a second signal, the time cancelled batches get to return their messages
 _ABANDON_SECONDS = 10.0  # after the grace period, the time abandoned batches get to return their messages
 _FALLBACK_REGION = "us-east-1"
+_STATE_RETRY_START, _STATE_RETRY_MAX = 0.5, 30.0  # backoff while the lease table fails transiently at startup
 
 
 def function_arn(name: str, fn: FunctionConfig, m: MappingConfig) -> str:
@@ -224,9 +225,13 @@ class Daemon:
         self.health[:] = [e.health for e in entries]
         async with contextlib.AsyncExitStack() as stack:
             self._stack = stack
-            server = await stack.enter_async_context(
-                HealthServer(spec.http.host, spec.http.port, self.registry, self.health, self._alive)
-            )
+            try:
+                server = await stack.enter_async_context(
+                    HealthServer(spec.http.host, spec.http.port, self.registry, self.health, self._alive)
+                )
+            except OSError as exc:  # an unknown host, an address not on this machine, a port in use
+                self.log.error("http_listen_failed", listen=spec.http.listen, reason=str(exc))
+                return EXIT_CONFIG
             self.http_port = server.bound_port
             self.log.info("http_listening", address=spec.http.host, port=server.bound_port)
             stack.push_async_callback(self._close_env)
@@ -329,13 +334,26 @@ class Daemon:
             self._metrics,
             self.log,
         )
-        try:
-            if await table.ensure(create=settings.create):
-                self.log.info("lease_table_created", table=settings.table)
-            await coordinator.start()
-        except AwsError as exc:
-            self.log.error("state_unusable", table=settings.table, reason=str(exc))
-            raise
+        delay = _STATE_RETRY_START
+        while True:
+            try:
+                if await table.ensure(create=settings.create):
+                    self.log.info("lease_table_created", table=settings.table)
+                await coordinator.start()
+                break
+            except RetriableAwsError as exc:
+                # Throttling, a 5xx, a reset connection: DynamoDB will answer again; exiting would only
+                # turn a passing fault into a crash loop. Not ready meanwhile (the mappings are starting).
+                if self.stop_requested.is_set():
+                    self.log.error("state_unusable", table=settings.table, reason=str(exc))
+                    raise
+                self.log.warning("state_unavailable", table=settings.table, reason=str(exc), retry_in=delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stop_requested.wait(), delay)
+                delay = min(delay * 2, _STATE_RETRY_MAX)
+            except AwsError as exc:
+                self.log.error("state_unusable", table=settings.table, reason=str(exc))
+                raise
         stack.push_async_callback(coordinator.stop)  # if the daemon ends before a graceful handoff
         self._leases = coordinator
         return LeaseCheckpointStore(coordinator)

@@ -26,7 +26,7 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 
 from esm.arns import SourceArn
 from esm.errors import AwsError, RetriableAwsError, classify
-from esm.events import EVENT_LIMIT_BYTES, RECEIVE_KWARGS, encode_record, event_size, sqs_record
+from esm.events import EVENT_LIMIT_BYTES, MALFORMED, RECEIVE_KWARGS, encode_record, event_size, sqs_record
 from esm.filtering import CompiledFilter
 from esm.metrics import MappingMetrics
 
@@ -266,8 +266,8 @@ class BatchGatherer:
         """The last-poll time, and the age of the oldest message received (0: the queue had none)."""
         now = time.time()
         self.metrics.last_poll.set(now)
-        sent = [m.get("Attributes", {}).get("SentTimestamp") for m in raw]
-        oldest = min((int(t) for t in sent if isinstance(t, str) and t.isdigit()), default=None)
+        sent = [(m.get("Attributes") or {}).get("SentTimestamp") for m in raw]
+        oldest = min((int(t) for t in sent if isinstance(t, str) and t.isascii() and t.isdigit()), default=None)
         self.metrics.oldest_message_age(max(0.0, now - oldest / 1000) if oldest is not None else 0.0)
 
     async def release_all(self, keeper: VisibilityKeeper) -> None:
@@ -311,13 +311,16 @@ class BatchGatherer:
         for r in raw:
             try:
                 out.append(self._message(r, now))
-            except (KeyError, TypeError, ValueError) as exc:
-                self.queue.log.error("malformed_message", message_id=r.get("MessageId"), error=repr(exc))
+            except MALFORMED as exc:
+                # The exception's text, never its repr: a UnicodeError's repr holds the whole record.
+                self.queue.log.error(
+                    "malformed_message", message_id=r.get("MessageId"), error=f"{type(exc).__name__}: {exc}"
+                )
         return out
 
     def _message(self, raw: dict[str, Any], now: float) -> SqsMessage:
         record = sqs_record(raw, self.queue.source, null_md5_when_absent=self.null_md5_when_absent)
-        attrs = raw.get("Attributes", {})
+        attrs = raw.get("Attributes") or {}
         return SqsMessage(
             message_id=str(raw["MessageId"]),
             receipt_handle=str(raw["ReceiptHandle"]),

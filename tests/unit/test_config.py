@@ -133,7 +133,7 @@ INVALID = [
     ),
     pytest.param(
         "event_source_mappings:\n  - orders\n",
-        [f"{M0}: Input should be a valid dictionary or instance of MappingConfig"],
+        [f"{M0}: must be a mapping of keys to values, not a string"],
         id="mapping-not-a-mapping",
     ),
     pytest.param(
@@ -278,7 +278,7 @@ INVALID = [
     ),
     pytest.param(
         "functions:\n  orders:\n",
-        ["functions.orders: Input should be a valid dictionary or instance of FunctionConfig"],
+        ["functions.orders: must be a mapping of keys to values, not empty"],
         id="function-empty",
     ),
     pytest.param(
