@@ -5,6 +5,8 @@
 #   make check   the same as `make test` (set up if needed, lint, format check, type check, tests)
 #   make lint    ruff fixes and formatting, in place
 #   make bench   set up, then the benchmarks
+#   make soak    set up, then the long reliability runs: the crash loop with 100 kills per source and
+#                a 30-minute soak (SOAK_SECONDS=1800 CRASH_KILLS=100 change them); figures at the end
 #   make kinesalite  install the Kinesis emulator the tests and benchmarks use (check and bench do it)
 #   make clean   remove caches and build output; `make distclean` removes the virtual environment
 #                and kinesalite too
@@ -24,6 +26,9 @@ PY = $(VENV)/bin/python
 CONFIG ?= config/example.yaml
 # Extra pytest arguments, e.g. `make check PYTEST_ARGS='-k sqs -x'`.
 PYTEST_ARGS ?=
+# `make soak`: the soak's duration in seconds and the crash loop's kills (CI runs 120 s and 20 kills).
+SOAK_SECONDS ?= 1800
+CRASH_KILLS ?= 100
 
 STAMP := $(VENV)/.esm-installed
 
@@ -33,7 +38,7 @@ KINESALITE_VERSION := 3.3.3
 KINESALITE_DIR := .kinesalite
 KINESALITE_STAMP := $(KINESALITE_DIR)/.installed-$(KINESALITE_VERSION)
 
-.PHONY: help setup kinesalite run check test lint bench clean distclean
+.PHONY: help setup kinesalite run check test lint bench soak clean distclean
 
 help: ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -78,8 +83,14 @@ lint: setup ## apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-bench: setup kinesalite ## run the benchmarks
-	$(PY) -m benchmarks
+# Extra benchmark arguments: `make bench BENCH_ARGS=--quick` or `BENCH_ARGS='kinesis scale'`.
+BENCH_ARGS ?=
+bench: setup kinesalite ## run the benchmarks (docs/benchmarks.md)
+	$(PY) -m benchmarks $(BENCH_ARGS)
+
+soak: setup kinesalite ## the crash loop (100 kills per source) and a 30-minute soak, with their figures
+	ESM_SOAK_SECONDS=$(SOAK_SECONDS) ESM_CRASH_KILLS=$(CRASH_KILLS) $(PY) -m pytest \
+		tests/reliability/test_crash_loop.py tests/reliability/test_soak.py $(PYTEST_ARGS)
 
 clean: ## remove caches and build output (keeps the virtual environment)
 	rm -rf .mypy_cache .ruff_cache .pytest_cache .hypothesis build dist .bench

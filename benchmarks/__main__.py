@@ -1,209 +1,156 @@
-"""`make bench`: esm's CPU cost per message against a bare aiobotocore loop, in one run.
+"""`make bench`: the performance figures of issue 7, each measured side by side in one run.
 
-Cases: SQS (below); Kinesis (`benchmarks/kinesis.py`: CPU per 1,000 records against a bare
-GetRecords loop on kinesalite, and put-to-invoke latency p50/p99); filter evaluation
-(`benchmarks/filtering.py`); failover, handoff and rebalance of several replicas against KCL's
-defaults (`benchmarks/replicas.py`).
+    python -m benchmarks                     every case (several minutes)
+    python -m benchmarks --quick             every case, smaller and shorter (noisier)
+    python -m benchmarks sqs kinesis         only the cases named
 
-Method: a moto server runs in its own process (its CPU is not counted). For each contender the
-same number of messages is put on a fresh standard queue; the contender drains it with 5
-concurrent pollers (receive 10 → invoke a no-op in-process handler → DeleteMessageBatch) and the
-benchmark measures this process's CPU time (user + system) from start until the queue is empty.
-The baseline is the minimal loop a user would write by hand; esm does the same work plus the
-Lambda event building, response interpretation, metrics, heartbeat and logging.
+Cases, in the order they run (docs/benchmarks.md has the method of each):
 
-Figures: CPU seconds per 1,000 messages for both, and their ratio (esm / baseline). Each
-contender runs `--rounds` times alternately and the median is reported, so machine noise hits
-both alike. moto's SQS slows down as a queue fills (../shared/TESTING.md), so volumes are small and
-throughput in messages/s is printed for information only.
+    engine     1. esm's full stream path without network against the floor (benchmarks/engine.py)
+    sqs        2. CPU per message against a bare aiobotocore loop, SQS on moto
+    kinesis    2. CPU per record against a bare GetRecords loop, Kinesis on kinesalite
+    dynamodb   2. CPU per record against a bare GetRecords loop, DynamoDB Streams on moto
+    latency    3. put-to-invoke latency p50/p99, SQS (moto) and Kinesis (kinesalite)
+    scale      4. one esm process on 1,000 idle kinesalite shards: memory and idle CPU
+    replicas   5. failover, handoff and rebalance of 3 replicas against KCL's defaults
+    filtering  compiled filter evaluation against a reference matcher (for information)
+
+The emulators run in their own processes; esm's CPU is this process's (or, for scale, the esm
+process's) CPU time, not wall time, and the contenders alternate and are compared by medians,
+because the machine may be shared. A summary of every goal, met or missed, ends the output.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
-import socket
-import statistics
-import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
+import traceback
+from collections.abc import Callable
 
-import yaml
-from aiobotocore.session import get_session
-
-from esm.config import load_config
-from esm.daemon import Daemon
+from benchmarks._common import Result, machine, moto_server
 from esm.logging import configure_logging
 
-REGION = "us-east-1"
-POLLERS = 5
-os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")  # the emulator accepts any credentials
-os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
+CASES = ("engine", "sqs", "kinesis", "dynamodb", "latency", "scale", "replicas", "filtering")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextlib.contextmanager
-def moto_server() -> Iterator[str]:
-    """A moto server in a separate process, so its CPU is not charged to the contenders."""
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+def _engine(quick: bool) -> list[Result]:
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                break
-            time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(10)
+        from benchmarks import engine
+    except ImportError as exc:  # the engine case lives in its own module, written separately
+        print(f"\n== 1. Engine overhead: not run ({exc})")
+        return [Result("1. engine overhead", "not run", "<= 1.3x, >= 100,000 rec/s", None)]
+    records, rounds = (20_000, 3) if quick else (50_000, 5)
+    print("\n== 1. Engine overhead without network (benchmarks/engine.py)")
+    return engine.main(records=records, rounds=rounds)
 
 
-def _client(endpoint: str) -> Any:
-    return get_session().create_client(
-        "sqs", region_name=REGION, endpoint_url=endpoint, aws_access_key_id="bench", aws_secret_access_key="bench"
-    )
+def _sqs(quick: bool) -> list[Result]:
+    from benchmarks import sqs
+
+    return asyncio.run(sqs.cpu(messages=200 if quick else 300, rounds=3 if quick else 7))
 
 
-async def _fill(endpoint: str, name: str, count: int) -> tuple[str, str]:
-    async with _client(endpoint) as sqs:
-        url = (await sqs.create_queue(QueueName=name))["QueueUrl"]
-        arn = (await sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"]))["Attributes"]["QueueArn"]
-        body = "x" * 512
-        for i in range(0, count, 10):
-            await sqs.send_message_batch(
-                QueueUrl=url, Entries=[{"Id": str(j), "MessageBody": body} for j in range(min(10, count - i))]
-            )
-        return url, arn
+def _kinesis(quick: bool) -> list[Result]:
+    from benchmarks import kinesis
+
+    return asyncio.run(kinesis.cpu(records=5000 if quick else 20_000, rounds=3 if quick else 7))
 
 
-async def _empty(sqs: Any, url: str) -> bool:
-    attrs = (
-        await sqs.get_queue_attributes(
-            QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
-        )
-    )["Attributes"]
-    return attrs["ApproximateNumberOfMessages"] == "0" and attrs["ApproximateNumberOfMessagesNotVisible"] == "0"
+def _dynamodb(quick: bool) -> list[Result]:
+    from benchmarks import dynamodb
+
+    return asyncio.run(dynamodb.cpu(records=2000 if quick else 5000, rounds=3 if quick else 7))
 
 
-def noop_handler(event: dict[str, Any], context: Any) -> None:
-    """The benchmark's function: does nothing, so only the engine's cost is measured."""
+def _latency(quick: bool) -> list[Result]:
+    from benchmarks import kinesis, sqs
+
+    results = asyncio.run(sqs.latency(messages=100 if quick else 200))
+    return results + asyncio.run(kinesis.latency(steady=150 if quick else 250, sparse=10 if quick else 20))
 
 
-async def run_baseline(endpoint: str, url: str) -> None:
-    """The hand-written loop: receive 10, call the no-op, delete the batch; 5 pollers."""
-    async with _client(endpoint) as sqs:
-        done = asyncio.Event()
+def _scale(quick: bool) -> list[Result]:
+    from benchmarks import scale
 
-        async def poller() -> None:
-            while not done.is_set():
-                resp = await sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
-                msgs = resp.get("Messages", [])
-                if not msgs:
-                    if await _empty(sqs, url):
-                        done.set()
-                    continue
-                noop_handler({"Records": msgs}, None)
-                await sqs.delete_message_batch(
-                    QueueUrl=url,
-                    Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(msgs)],
-                )
-
-        await asyncio.gather(*(poller() for _ in range(POLLERS)))
+    return scale.main(shards=1000, settle=20.0, window=30.0 if quick else 60.0)
 
 
-async def run_esm(endpoint: str, arn: str, messages: int, workdir: Path) -> None:
-    """The esm daemon with the same no-op handler and 5 concurrent batches, until the queue is empty."""
-    config = {
-        "aws": {"region": REGION, "endpoint_url": endpoint},
-        "http": {"listen": "127.0.0.1:0"},
-        "functions": {"noop": {"handler": "benchmarks.__main__:noop_handler", "timeout": 10}},
-        "event_source_mappings": [
-            {
-                "EventSourceArn": arn,
-                "FunctionName": "noop",
-                "BatchSize": 10,
-                "ScalingConfig": {"MaximumConcurrency": POLLERS},
-            }
-        ],
-    }
-    path = workdir / "bench.yaml"
-    path.write_text(yaml.safe_dump(config))
-    daemon = Daemon(load_config(path))
-    task = asyncio.create_task(daemon.run())
-    # Done when esm has deleted every message: read from its own registry, so that the waiting
-    # costs no API calls (which would be charged to esm's CPU).
-    while (daemon.registry.get_sample_value("esm_deleted_events_total", _labels(daemon)) or 0) < messages:
-        if task.done():
-            raise RuntimeError(f"esm exited early with {task.result()}")
-        await asyncio.sleep(0.05)
-    daemon.request_stop()
-    await task
-
-
-def _labels(daemon: Daemon) -> dict[str, str]:
-    m = daemon.config.spec.event_source_mappings[0]
-    return {"event_source_mapping_uuid": m.uuid, "function_name": m.FunctionName, "source": "sqs"}
-
-
-def _cpu() -> float:
-    # CPU time of this process, all threads, user + system, at nanosecond resolution (os.times()
-    # counts 10 ms ticks, too coarse for runs of a fraction of a second).
-    return time.process_time()
-
-
-async def main(messages: int, rounds: int) -> None:
-    configure_logging("error", "json")
-    results: dict[str, list[tuple[float, float]]] = {"baseline": [], "esm": []}
-    with moto_server() as endpoint, tempfile.TemporaryDirectory() as tmp:
-        for r in range(rounds):
-            for name in ("baseline", "esm"):
-                url, arn = await _fill(endpoint, f"bench-{name}-{r}", messages)
-                cpu0, wall0 = _cpu(), time.perf_counter()
-                if name == "baseline":
-                    await run_baseline(endpoint, url)
-                else:
-                    await run_esm(endpoint, arn, messages, Path(tmp))
-                results[name].append((_cpu() - cpu0, time.perf_counter() - wall0))
-    base = statistics.median(c for c, _ in results["baseline"]) / messages * 1000
-    esm = statistics.median(c for c, _ in results["esm"]) / messages * 1000
-    print(
-        f"SQS drain, {messages} messages x {rounds} rounds, {POLLERS} pollers, no-op handler (moto in its own process)"
-    )
-    print(f"{'contender':<10} {'CPU s / 1000 msgs':>18} {'msgs/s (info)':>14}")
-    for name, per in (("baseline", base), ("esm", esm)):
-        wall = statistics.median(w for _, w in results[name])
-        print(f"{name:<10} {per:>18.3f} {messages / wall:>14.0f}")
-    print(f"ratio esm/baseline (CPU per message): {esm / base:.2f}x")
-
-
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--messages", type=int, default=300)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--records", type=int, default=5000, help="Kinesis records per round")
-    args = parser.parse_args()
-    asyncio.run(main(args.messages, args.rounds))
-    from benchmarks import filtering, kinesis
-
-    asyncio.run(kinesis.main(args.records, args.rounds))
-    filtering.main(rounds=args.rounds)
+def _replicas(quick: bool) -> list[Result]:
     from benchmarks import replicas
 
     with moto_server() as endpoint:
-        asyncio.run(replicas.main(endpoint))
+        return asyncio.run(replicas.main(endpoint))
+
+
+def _filtering(quick: bool) -> list[Result]:
+    from benchmarks import filtering
+
+    print()
+    filtering.main(records=10_000 if quick else 20_000, rounds=3)
+    return []
+
+
+RUNNERS: dict[str, Callable[[bool], list[Result]]] = {
+    "engine": _engine,
+    "sqs": _sqs,
+    "kinesis": _kinesis,
+    "dynamodb": _dynamodb,
+    "latency": _latency,
+    "scale": _scale,
+    "replicas": _replicas,
+    "filtering": _filtering,
+}
+
+
+def _summary(results: list[Result], failed: list[str]) -> None:
+    print("\n== Summary (goals of issue 7; figures from this run)")
+    width = max((len(r.figure) for r in results), default=10)
+    for r in results:
+        state = "-" if r.met is None else ("met" if r.met else "MISSED")
+        print(f"{r.figure:<{width}}  {r.measured:>22}  goal {r.goal:<28} {state}")
+    for name in failed:
+        print(f"{name:<{width}}  {'ERROR':>22}  (the case failed; see its traceback above)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the selected cases; exit status 1 if one of them failed to run (a missed goal is not a failure)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("cases", nargs="*", metavar="CASE", help=f"any of: {' '.join(CASES)} (default: all)")
+    parser.add_argument("--quick", action="store_true", help="smaller volumes and fewer rounds (noisier figures)")
+    args = parser.parse_args(argv)
+    unknown = [c for c in args.cases if c not in CASES]
+    if unknown:
+        parser.error(f"unknown case {', '.join(unknown)}: choose from {' '.join(CASES)}")
+    selected: list[str] = args.cases or list(CASES)
+    configure_logging("error", "json")
+    started = time.monotonic()
+    print("esm benchmarks (issue 7)" + (" --quick" if args.quick else ""))
+    for line in machine():
+        print(f"  {line}")
+    results: list[Result] = []
+    failed: list[str] = []
+    for name in CASES:
+        if name not in selected:
+            continue
+        try:
+            results.extend(RUNNERS[name](args.quick))
+        except Exception:  # noqa: BLE001 - one broken case must not hide the others' figures
+            traceback.print_exc()
+            failed.append(name)
+        sys.stdout.flush()
+    _summary(results, failed)
+    print(f"\n{time.monotonic() - started:.0f} s in all; load average now {_load()}")
+    return 1 if failed else 0
+
+
+def _load() -> str:
+    return ", ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

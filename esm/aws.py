@@ -4,16 +4,24 @@ Credentials are never read from esm's configuration: the default chain (environm
 files, IRSA web identity, EKS Pod Identity container credentials, instance metadata) applies.
 botocore's own retries are turned off; esm retries with tenacity where the semantics are known,
 so every retry shows in metrics and logs.
+
+Timestamps that AWS sends as epoch numbers (Kinesis `ApproximateArrivalTimestamp`, DynamoDB
+Streams `ApproximateCreationDateTime`: one per record) become UTC datetimes with the standard
+library. botocore's default parser builds a `dateutil.tz.tzlocal()` for each one, which took about
+half of a bare GetRecords loop's CPU (docs/benchmarks.md); the instant is the same, only the zone
+differs (UTC instead of the host's). Text timestamps still go to botocore's parser.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession, get_session
+from botocore.utils import parse_timestamp
 
 from esm.config import AwsConfig
 
@@ -21,7 +29,23 @@ if TYPE_CHECKING:
     from types_aiobotocore_lambda import LambdaClient
     from types_aiobotocore_sqs import SQSClient
 
-__all__ = ["ClientFactory"]
+__all__ = ["ClientFactory", "parse_timestamp_fast"]
+
+
+def parse_timestamp_fast(value: Any) -> dt.datetime:
+    """botocore's timestamp parser for a response, quick for the epoch numbers of stream records.
+
+    A number becomes a UTC datetime (`datetime.fromtimestamp`, as botocore does, with the standard
+    library's UTC zone instead of a new `dateutil` local zone per value); anything else, and a
+    number out of the platform's range, goes to botocore's own parser.
+    """
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            return dt.datetime.fromtimestamp(value, dt.UTC)
+        except (OverflowError, OSError, ValueError):
+            pass
+    parsed: dt.datetime = parse_timestamp(value)
+    return parsed
 
 
 class ClientFactory:
@@ -30,6 +54,9 @@ class ClientFactory:
     def __init__(self, aws: AwsConfig, *, default_region: str | None = None) -> None:
         self._aws = aws
         self._session: AioSession = get_session()
+        self._session.get_component("response_parser_factory").set_parser_defaults(
+            timestamp_parser=parse_timestamp_fast
+        )
         if aws.profile:
             self._session.set_config_variable("profile", aws.profile)
         self._default_region = default_region

@@ -9,21 +9,29 @@ order AWS emits:
 - `kinesis_record`: one Kinesis `GetRecords` record (§3.3), and `dynamodb_record`: one DynamoDB
   Streams `GetRecords` record (§3.4), checked in `tests/conformance/test_stream_events.py`.
 
+A raw record that does not have the API's shape (a required key missing, null or of another type,
+text that UTF-8 cannot carry) makes a builder raise one of `MALFORMED`, and nothing else; the
+sources catch exactly these (property-tested in `tests/reliability/test_fuzz.py`).
+
 Lambda cuts a batch when the serialized event would pass 6 MB (ESM-SPEC.md §2: the limit is on
 the event *including* the per-record metadata). esm encodes each record once, when it is
 received (`encode_record`); the size of an event of several encoded records is then a sum
 (`event_size`), and the event itself is a concatenation (`assemble_event`), so the batch
-gatherer never re-serializes a growing batch to learn its size.
+gatherer never re-serializes a growing batch to learn its size. A Kinesis record's exact size is
+known without encoding it (`kinesis_sizer`, `kinesis_record_size`): it is encoded
+(`encode_kinesis_record`) only when an invocation needs the event's bytes, which an in-process
+handler, handed the event as objects, never does.
 """
 
 from __future__ import annotations
 
-import base64
+import binascii
 import hashlib
 import json
 import struct
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from json.encoder import encode_basestring
 from types import MappingProxyType
 from typing import Any, Final
 
@@ -36,6 +44,7 @@ __all__ = [
     "EVENT_LIMIT_BYTES",
     "KINESIS_DATA_KEYS",
     "KINESIS_RECORD_KEYS",
+    "MALFORMED",
     "RECEIVE_KWARGS",
     "SQS_ATTRIBUTE_ORDER",
     "SQS_RECORD_KEYS",
@@ -45,7 +54,10 @@ __all__ = [
     "encode_kinesis_record",
     "encode_record",
     "event_size",
+    "events_size",
     "kinesis_record",
+    "kinesis_record_size",
+    "kinesis_sizer",
     "md5_of_message_attributes",
     "sqs_record",
 ]
@@ -53,6 +65,11 @@ __all__ = [
 EVENT_LIMIT_BYTES: Final = 6 * 1024 * 1024
 """Lambda's synchronous invocation payload limit, 6,291,456 bytes, applied to the serialized
 event (ESM-SPEC.md §2)."""
+
+MALFORMED: Final = (KeyError, TypeError, ValueError, AttributeError)
+"""What a builder raises for a raw record that does not have the API's shape. The sources catch
+exactly these: an SQS message is logged and left to its visibility timeout (and the queue's
+redrive policy), a stream page fails as the retriable `MalformedRecord` source error."""
 
 RECEIVE_KWARGS: Final[Mapping[str, Any]] = MappingProxyType(
     {
@@ -117,6 +134,9 @@ def sqs_record(message: Mapping[str, Any], source: SourceArn, *, null_md5_when_a
       and left it out for window 0 (ESM-SPEC.md §3.1 notes, §9); `null_md5_when_absent=True`
       gives the former, False the latter. The caller derives it from the mapping's window.
     """
+    for key in ("MessageId", "ReceiptHandle", "Body"):
+        if not isinstance(message[key], str):  # a null id would be taken for the id "None"
+            raise TypeError(f"{key} is a {type(message[key]).__name__}, not a string")
     attributes_in = message.get("Attributes") or {}
     message_attributes_in = message.get("MessageAttributes") or {}
     body = message["Body"]
@@ -149,8 +169,9 @@ def _attributes(attributes: Mapping[str, Any]) -> dict[str, str]:
 
 
 def _b64(value: bytes | str) -> str:
-    raw = value.encode() if isinstance(value, str) else bytes(value)
-    return base64.b64encode(raw).decode("ascii")
+    if type(value) is not bytes:  # the common case, bytes, is encoded without a copy
+        value = value.encode() if isinstance(value, str) else bytes(value)
+    return binascii.b2a_base64(value, newline=False).decode("ascii")
 
 
 def _message_attribute(value: Mapping[str, Any]) -> dict[str, Any]:
@@ -427,7 +448,12 @@ def event_size(encoded_sizes: Sequence[int]) -> int:
 
     This is the number compared with `EVENT_LIMIT_BYTES` to cut a batch (ESM-SPEC.md §2).
     """
-    return len(_PREFIX) + sum(encoded_sizes) + max(0, len(encoded_sizes) - 1) * len(_SEPARATOR) + len(_SUFFIX)
+    return events_size(sum(encoded_sizes), len(encoded_sizes))
+
+
+def events_size(total: int, count: int) -> int:
+    """`event_size` of `count` records whose encoded sizes add up to `total` (a running sum's check)."""
+    return len(_PREFIX) + total + max(0, count - 1) * len(_SEPARATOR) + len(_SUFFIX)
 
 
 def assemble_event(encoded: Sequence[bytes]) -> bytes:
@@ -441,19 +467,94 @@ def assemble_event(encoded: Sequence[bytes]) -> bytes:
 def encode_kinesis_record(record: Mapping[str, Any]) -> bytes:
     """`encode_record(record)` for a record built by `kinesis_record`, written without the generic encoder.
 
-    The hot path of a Kinesis mapping (one call per record read): the record's shape is fixed, so
-    only the values that can hold arbitrary text (the partition key, ARNs) go through the JSON
-    string encoder. The output is byte-for-byte `encode_record(record)` (property-tested); any
-    other shape, an encrypted record say, takes `encode_record` itself.
+    The hot path of a Kinesis mapping: the record's shape is fixed, so each string goes straight
+    through the JSON string encoder (the C function `json.dumps` itself uses), and the six fields
+    that are the same for every record of a stream (`eventSource` to `eventSourceARN`) are encoded
+    once and kept (`_record_tail`). The output is byte-for-byte `encode_record(record)`
+    (property-tested); any other shape, an encrypted record say, takes `encode_record` itself.
     """
+    parts = _kinesis_parts(record)
+    if parts is None:
+        return encode_record(record)
+    return "".join(parts).encode()
+
+
+def kinesis_record_size(record: Mapping[str, Any]) -> int:
+    """`len(encode_kinesis_record(record))`, exactly, without writing the record out.
+
+    A Kinesis record is encoded only when an invocation needs the event's bytes (a Lambda or HTTP
+    target, a failure record); its size, which cuts batches at 6 MB, is known from the start. The
+    pieces are the ones `encode_kinesis_record` joins; only the small ones are encoded to learn it.
+    """
+    parts = _kinesis_parts(record)
+    if parts is None:
+        return len(encode_record(record))
+    size = _KINESIS_FIXED_BYTES
+    for i in _KINESIS_VALUE_PARTS:
+        part = parts[i]
+        size += len(part) if part.isascii() else len(part.encode())
+    return size
+
+
+def kinesis_sizer(shard_id: str, source: SourceArn, invoke_identity_arn: str) -> Callable[[Mapping[str, Any]], int]:
+    """`kinesis_record_size` for records built by `kinesis_record` with these arguments, for one shard.
+
+    Everything in such a record but five values is the same for every record of the shard: its
+    size is the size of those fixed parts, worked out once from a template record, plus the
+    sizes of the partition key (as JSON), the sequence number (twice: it is in `eventID` too),
+    the base64 data and the arrival time. A record of another shape (encrypted, say) or with a
+    sequence number that is not plain digits is sized by `kinesis_record_size` itself.
+    """
+    template = kinesis_record(
+        {"SequenceNumber": "0", "PartitionKey": "", "Data": b"", "ApproximateArrivalTimestamp": 0.0},
+        shard_id=shard_id,
+        source=source,
+        invoke_identity_arn=invoke_identity_arn,
+    )
+    fixed = kinesis_record_size(template) - len('""') - 2 * len("0") - len("") - len(repr(0.0))
+
+    def size(record: Mapping[str, Any]) -> int:
+        kinesis = record["kinesis"]
+        key = kinesis["partitionKey"]
+        sequence = kinesis["sequenceNumber"]
+        data = kinesis["data"]
+        timestamp = kinesis["approximateArrivalTimestamp"]
+        if (
+            len(kinesis) != len(KINESIS_DATA_KEYS)
+            or type(key) is not str
+            or type(sequence) is not str
+            or not (sequence.isascii() and sequence.isdigit())
+            or type(data) is not str
+            or not data.isascii()
+            or type(timestamp) is not float
+        ):
+            return kinesis_record_size(record)
+        key_text = _json_text(key)
+        key_bytes = len(key_text) if key_text.isascii() else len(key_text.encode())
+        return fixed + key_bytes + 2 * len(sequence) + len(data) + len(repr(timestamp))
+
+    return size
+
+
+def _kinesis_parts(record: Mapping[str, Any]) -> tuple[str, ...] | None:
+    """The pieces of text that make up `encode_record(record)` for a `kinesis_record` record; None for another shape."""
     kinesis = record["kinesis"]
     if len(record) != len(KINESIS_RECORD_KEYS) or len(kinesis) != len(KINESIS_DATA_KEYS):
-        return encode_record(record)
+        return None
     timestamp = kinesis["approximateArrivalTimestamp"]
-    if type(timestamp) is not float:
-        return encode_record(record)
-    return "".join(
-        (
+    data = kinesis["data"]
+    if type(timestamp) is not float or type(data) is not str:
+        return None
+    try:
+        tail = _record_tail(
+            record["eventSource"],
+            record["eventVersion"],
+            record["eventName"],
+            record["invokeIdentityArn"],
+            record["awsRegion"],
+            record["eventSourceARN"],
+        )
+        return (
             '{"kinesis":{"kinesisSchemaVersion":',
             _json_text(kinesis["kinesisSchemaVersion"]),
             ',"partitionKey":',
@@ -461,26 +562,49 @@ def encode_kinesis_record(record: Mapping[str, Any]) -> bytes:
             ',"sequenceNumber":',
             _json_text(kinesis["sequenceNumber"]),
             ',"data":"',
-            kinesis["data"],  # base64: nothing to escape
+            data,  # base64: nothing to escape
             '","approximateArrivalTimestamp":',
             repr(timestamp),  # what json.dumps writes for a float
             '},"eventSource":',
-            _json_text(record["eventSource"]),
-            ',"eventVersion":',
-            _json_text(record["eventVersion"]),
+            tail[0],
             ',"eventID":',
             _json_text(record["eventID"]),
-            ',"eventName":',
-            _json_text(record["eventName"]),
-            ',"invokeIdentityArn":',
-            _json_text(record["invokeIdentityArn"]),
-            ',"awsRegion":',
-            _json_text(record["awsRegion"]),
-            ',"eventSourceARN":',
-            _json_text(record["eventSourceARN"]),
-            "}",
+            tail[1],
         )
-    ).encode()
+    except TypeError:  # a value that is not a string (not a record of `kinesis_record`)
+        return None
 
 
-_json_text = json.JSONEncoder(ensure_ascii=False).encode
+_KINESIS_VALUE_PARTS: Final = (1, 3, 5, 7, 9, 11, 13, 14)
+"""The places of `_kinesis_parts` that vary (values); the others are fixed ASCII text."""
+_KINESIS_FIXED_BYTES: Final = len(
+    '{"kinesis":{"kinesisSchemaVersion":,"partitionKey":,"sequenceNumber":,"data":"'
+    '","approximateArrivalTimestamp":},"eventSource":,"eventID":'
+)
+"""The bytes of the fixed pieces of `_kinesis_parts` (places 0, 2, 4, 6, 8, 10 and 12)."""
+
+_json_text: Final = encode_basestring
+"""What `json.dumps(value, ensure_ascii=False)` writes for a string `value` (the C encoder; a
+TypeError for anything else)."""
+
+_TAILS: dict[tuple[str, ...], tuple[str, str]] = {}
+_TAILS_MAX: Final = 1024
+
+
+def _record_tail(*values: str) -> tuple[str, str]:
+    """The encoded `eventSource` and `eventVersion` values, and the encoded rest after `eventID`.
+
+    These fields are the same for every record of a stream and function role, so they are encoded
+    once and kept (at most `_TAILS_MAX` sets; TypeError for a value that is not a string).
+    """
+    tail = _TAILS.get(values)
+    if tail is None:
+        source, version, name, identity, region, arn = (_json_text(v) for v in values)
+        tail = (
+            f'{source},"eventVersion":{version}',
+            f',"eventName":{name},"invokeIdentityArn":{identity},"awsRegion":{region},"eventSourceARN":{arn}}}',
+        )
+        if len(_TAILS) >= _TAILS_MAX:
+            _TAILS.clear()
+        _TAILS[values] = tail
+    return tail

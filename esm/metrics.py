@@ -269,7 +269,7 @@ class Metrics:
         )
         self.checkpoint_failures = Counter(
             "esm_checkpoint_failures",
-            "Checkpoint writes that failed (the previous checkpoint stays; retried on the next advance).",
+            "Checkpoint writes that failed (the previous checkpoint stays; retried with backoff).",
             _MAPPING,
             registry=registry,
         )

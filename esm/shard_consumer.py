@@ -1,7 +1,8 @@
 """One shard of a stream mapping at work: a reader, N ordered lanes, and a checkpointer.
 
 - The **reader** calls GetRecords within the shard's read limit, again at once while the shard
-  is behind, otherwise after `streams.idle_poll_interval`; it rebuilds an expired iterator from
+  is behind or returned records within the last second, otherwise after the idle wait
+  (`streams.idle_poll_interval`, paced by `esm.sources._idle`); it rebuilds an expired iterator from
   its read position, backs off this shard alone on throttling, and pauses while too much is read
   and not yet checkpointed. It hands each record to a lane.
 - **Lanes** (ParallelizationFactor, ESM-SPEC.md §4.2): records go to lane `hash(key) % N`, key
@@ -24,6 +25,8 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import functools
+import math
 import time
 import uuid
 import zlib
@@ -45,9 +48,10 @@ from esm.errors import (
     SourceNotFoundError,
     TrimmedDataError,
 )
-from esm.events import EVENT_LIMIT_BYTES, assemble_event, event_size
+from esm.events import EVENT_LIMIT_BYTES, assemble_event, events_size
 from esm.filtering import CompiledFilter, compile_filters
 from esm.policy import Attempt, StreamPolicy, decide_stream, expired
+from esm.sources._idle import idle_wait
 from esm.sources._shards import Checkpointer, Shard, StreamRecord, StreamSource
 from esm.state import Checkpoint, CheckpointKey, CheckpointStore, Position
 from esm.targets.base import Invocation, Invoker, InvokeResult
@@ -93,6 +97,8 @@ class StreamContext:
     retention: float | None = None
     """The stream's retention in seconds: with MaximumRecordAgeInSeconds -1, a record retried this long
     has expired in the stream and is discarded as AWS does (ESM-SPEC.md §4.2). None: not known."""
+    shards: int = 1
+    """How many shards the mapping consumes now (kept by the mapping runner): it paces idle polling."""
 
     @property
     def maximum_record_age(self) -> float:
@@ -100,6 +106,10 @@ class StreamContext:
         if self.policy.maximum_record_age >= 0:
             return self.policy.maximum_record_age
         return self.retention if self.retention is not None else -1
+
+    def idle_wait(self, quiet: float) -> float:
+        """Seconds before the next read of a shard whose last read found nothing, its last record `quiet` s ago."""
+        return idle_wait(self.settings, self.stream.kind, self.shards, quiet)
 
     def on_source_error(self, exc: AwsError, shard: str | None = None) -> None:
         """Hook for the mapping runner: a source call failed (health, metrics)."""
@@ -146,6 +156,11 @@ class StreamContext:
         return True
 
 
+def _assemble(records: Sequence[StreamRecord]) -> bytes:
+    """The serialized event of a batch (`esm.events.assemble_event`), written when a target asks for it."""
+    return assemble_event([r.encoded for r in records])
+
+
 def backoff_delay(config: RetryDelayConfig, attempt: int) -> float:
     """The backoff before retry number `attempt` (1-based)."""
     return float(min(config.maximum, config.initial * config.multiplier ** max(0, attempt - 1)))
@@ -166,8 +181,14 @@ class _Lane:
 
     def put(self, record: StreamRecord) -> None:
         self.records.append(record)
-        self.bytes += len(record.encoded)
+        self.bytes += record.size
         self.changed.set()
+
+    def put_all(self, records: Sequence[StreamRecord]) -> None:
+        if records:
+            self.records.extend(records)
+            self.bytes += sum(r.size for r in records)
+            self.changed.set()
 
     def end(self) -> None:
         self.ended = True
@@ -179,17 +200,18 @@ class _Lane:
         `until`: stop at the first record that arrived at or after it (a tumbling window's end).
         """
         batch: list[StreamRecord] = []
-        sizes: list[int] = []
-        while self.records and len(batch) < batch_size:
-            if until is not None and batch and self.records[0].arrival >= until:
+        records = self.records
+        total = 0  # the encoded sizes of `batch`, added up
+        while records and len(batch) < batch_size:
+            head = records[0]
+            if until is not None and batch and head.arrival >= until:
                 break
-            size = len(self.records[0].encoded)
-            if batch and event_size([*sizes, size]) > limit:
+            size = head.size
+            if batch and events_size(total + size, len(batch) + 1) > limit:
                 break
-            record = self.records.popleft()
-            self.bytes -= size
-            batch.append(record)
-            sizes.append(size)
+            batch.append(records.popleft())
+            total += size
+        self.bytes -= total
         return batch
 
 
@@ -211,6 +233,10 @@ class ShardConsumer:
         self.read_position: str | None = None
         self.saved: str | None = start.sequence if start.position is Position.AFTER_SEQUENCE_NUMBER else None
         self._commit_lock = asyncio.Lock()
+        # A checkpoint write that failed is retried by the reader after a backoff, not only at the next
+        # advance: on an idle shard that may never come, and a crash would repeat more than in flight.
+        self._commit_failures = 0
+        self._commit_retry_at: float | None = None
         batch = ctx.mapping.batch_size
         # Read up to two rounds of batches per call (at least 1,000 records), and pause reading while
         # two calls' worth (or two rounds of batches) is read and not yet checkpointed: memory stays
@@ -273,6 +299,7 @@ class ShardConsumer:
         iterator: str | None = None
         last_call = 0.0
         failures = 0
+        records_at = -math.inf  # when a read last returned records (monotonic): the idle wait depends on it
         while not ctx.stopping.is_set():
             if self.tracker.outstanding >= self.high_water:
                 self._room.clear()
@@ -282,6 +309,8 @@ class ShardConsumer:
                 stop.cancel()
                 room.cancel()
                 continue
+            if self._commit_retry_at is not None and time.monotonic() >= self._commit_retry_at:
+                await self._commit()
             wait = last_call + ctx.stream.read_interval - time.monotonic()
             if wait > 0 and await ctx.sleep(wait):
                 break
@@ -329,12 +358,12 @@ class ShardConsumer:
             if page.records:
                 self._latest_arrival = max(self._latest_arrival, page.records[-1].arrival)
                 self.tracker.add(page.records)
-                dropped = []
-                for record in page.records:
-                    if ctx.filter.matches(record.record):
+                kept, dropped = self._filter(page.records)
+                if len(self.lanes) == 1:
+                    self.lanes[0].put_all(kept)
+                else:
+                    for record in kept:
                         self._lane_for(record).put(record)
-                    else:
-                        dropped.append(record)
                 self.read_position = page.records[-1].sequence_number
                 if dropped:
                     # Filtered out: done, and checkpointed past like processed records (ESM-SPEC.md §6.4).
@@ -356,7 +385,12 @@ class ShardConsumer:
                 self._caught_up_at = None if catching_up else read_at
                 for lane in self.lanes:
                     lane.changed.set()
-            if not catching_up and await ctx.sleep(ctx.settings.idle_poll_interval):
+            # Caught up: a read that found records is followed by the next within the read limit (above),
+            # one that found none after the idle wait, short for a shard that had records a moment ago
+            # (`esm.sources._idle`).
+            if page.records:
+                records_at = time.monotonic()
+            elif not catching_up and await ctx.sleep(ctx.idle_wait(time.monotonic() - records_at)):
                 break
         return False
 
@@ -365,6 +399,17 @@ class ShardConsumer:
         if self.read_position is not None:
             return Checkpoint.after(self.read_position)
         return self.start
+
+    def _filter(self, records: list[StreamRecord]) -> tuple[list[StreamRecord], list[StreamRecord]]:
+        """The records that pass the mapping's FilterCriteria, and those filtered out, in shard order."""
+        check = self.ctx.filter
+        if not check.active:
+            return records, []
+        kept: list[StreamRecord] = []
+        dropped: list[StreamRecord] = []
+        for record in records:
+            (kept if check.matches(record.record, record.data) else dropped).append(record)
+        return kept, dropped
 
     def _lane_for(self, record: StreamRecord) -> _Lane:
         if len(self.lanes) == 1:
@@ -503,7 +548,7 @@ class ShardConsumer:
             if ctx.stopping.is_set():
                 return False
             payload, event = self._window_event(window, [], final=True, terminated=terminated)
-            result = await self._call(payload, event, 0, str(uuid.uuid4()), None)
+            result = await self._call(Invocation(payload, event, str(uuid.uuid4())), 0, None)
             if result is _TOO_LARGE:
                 # The state alone exceeds what an invocation can carry: it cannot be delivered.
                 ctx.metrics.window_closed("undeliverable")
@@ -551,7 +596,8 @@ class ShardConsumer:
             ):
                 return
             records, attempt = todo.popleft()
-            old = expired([r.arrival for r in records], time.time(), ctx.maximum_record_age)
+            max_age = ctx.maximum_record_age
+            old = expired([r.arrival for r in records], time.time(), max_age) if max_age >= 0 else ()
             if old:
                 stale = [records[i] for i in old]
                 if not await self._discard(stale, "RecordAgeExceeded", attempt, None, str(uuid.uuid4())):
@@ -621,15 +667,23 @@ class ShardConsumer:
 
     async def _invoke(self, records: Sequence[StreamRecord], request_id: str) -> InvokeResult | object:
         """One invocation of a batch: the result, `_TOO_LARGE` (413), or `_NOT_REACHED` (throttle, service error)."""
-        event: dict[str, Any]
         window = self.window
         if window is None:
-            payload = assemble_event([r.encoded for r in records])
             event = {"Records": [r.record for r in records]}
+            if self.ctx.destination is None:
+                # The event's bytes are written only if the target asks for them (an in-process handler
+                # takes the objects); their size is known without writing them.
+                size = events_size(sum(r.size for r in records), len(records))
+                invocation = Invocation(functools.partial(_assemble, records), event, request_id, size)
+            else:
+                # Failure records carry the event's bytes: written now, before an in-process handler
+                # could change the records it is handed.
+                invocation = Invocation(_assemble(records), event, request_id)
         else:
             payload, event = self._window_event(window, records, final=False, terminated=False)
+            invocation = Invocation(payload, event, request_id)
         self.ctx.metrics.batch_size.observe(len(records))
-        result = await self._call(payload, event, len(records), request_id, records[-1].arrival)
+        result = await self._call(invocation, len(records), records[-1].arrival)
         if window is not None and isinstance(result, InvokeResult):
             window.invoked = True  # the function saw this window: it gets a final invocation
         return result
@@ -643,20 +697,18 @@ class ShardConsumer:
         payload = window.payload([r.encoded for r in records], fields)
         return payload, window.event([r.record for r in records], shard, arn, final=final, terminated=terminated)
 
-    async def _call(
-        self, payload: bytes, event: dict[str, Any], n: int, request_id: str, last_arrival: float | None
-    ) -> InvokeResult | object:
+    async def _call(self, invocation: Invocation, n: int, last_arrival: float | None) -> InvokeResult | object:
         """Invoke the function once with an event of `n` records (`_invoke`'s outcomes)."""
         ctx = self.ctx
         m = ctx.metrics
-        m.payload_size.observe(len(payload))
+        m.payload_size.observe(invocation.size)
         if last_arrival is not None:
             self._shard_metrics.iterator_age.set(max(0.0, time.time() - last_arrival))
         m.invoked.inc(n)
         m.in_flight.inc()
         started = time.monotonic()
         try:
-            result = await ctx.invoker.invoke(Invocation(payload, event, request_id))
+            result = await ctx.invoker.invoke(invocation)
         except InvokeServiceError as exc:
             m.invocation(exc.outcome, time.monotonic() - started)
             m.failed_invoke.inc(n)
@@ -769,6 +821,7 @@ class ShardConsumer:
             position = self.tracker.position or self.saved
             version = self._window_version
             if position is None or (position == self.saved and version == self._saved_version):
+                self._commit_retry_at = None  # nothing (left) to write
                 return
             window = self.window.to_checkpoint() if self.window is not None and self.window.invoked else None
             checkpoint = Checkpoint(Position.AFTER_SEQUENCE_NUMBER, position, window_state=window)
@@ -784,8 +837,13 @@ class ShardConsumer:
                 return
             except Exception as exc:  # noqa: BLE001 - any store failure: count it, keep the old checkpoint
                 self.ctx.metrics.checkpoint_failures.inc()
-                self.log.error("checkpoint_failed", reason=str(exc))
+                self._commit_failures += 1
+                delay = backoff_delay(self.ctx.settings.retry_delay, self._commit_failures)
+                self._commit_retry_at = time.monotonic() + delay
+                self.log.error("checkpoint_failed", reason=str(exc), retry_in=round(delay, 2))
                 return
+            self._commit_failures = 0
+            self._commit_retry_at = None
             self.saved = position
             self._saved_version = version
             self.ctx.metrics.checkpoints.inc()

@@ -186,7 +186,7 @@ class StreamMappingRunner:
                             self._consumer_done, shard_id=shard.shard_id, finished=finished, consumers=consumers
                         )
                         consumers[shard.shard_id] = self._start_consumer(tg, shard, start, None, done)
-                    self.metrics.shards_held.set(len(consumers))
+                    self._holding(len(consumers))
                     await self._wait(self.settings.discovery_interval, self._wake)
                 self.health.set(MappingState.STOPPING)
         finally:
@@ -242,7 +242,7 @@ class StreamMappingRunner:
                             self._leased_consumer_done, shard_id=shard.shard_id, consumers=consumers
                         )
                         consumers[shard.shard_id] = (self._start_consumer(tg, shard, start, token, done), token)
-                    self.metrics.shards_held.set(len(consumers))
+                    self._holding(len(consumers))
                     await self._wait(self.settings.discovery_interval, self._wake, leases.changed)
                 ended_by_stop = True
                 self.health.set(MappingState.STOPPING)
@@ -272,8 +272,13 @@ class StreamMappingRunner:
         """Forget an ended consumer; True if it ended at SHARD_END."""
         consumers.pop(shard_id, None)
         self._failing.pop(shard_id, None)
-        self.metrics.shards_held.set(len(consumers))
+        self._holding(len(consumers))
         return not task.cancelled() and task.exception() is None and task.result() is StopReason.SHARD_END
+
+    def _holding(self, shards: int) -> None:
+        """The number of shards consumed now: exported, and the pace of idle polling (`esm.sources._idle`)."""
+        self.ctx.shards = max(1, shards)
+        self.metrics.shards_held.set(shards)
 
     def _listed(self, listed: list[Shard]) -> None:
         """A listing succeeded: the source is healthy, and its open shards are exported."""

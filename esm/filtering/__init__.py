@@ -121,13 +121,18 @@ class CompiledFilter:
         """True if there is at least one filter (else every record passes)."""
         return bool(self._tops)
 
-    def matches(self, record: Mapping[str, Any]) -> bool:
-        """True if the record matches at least one filter (or there are none)."""
+    def matches(self, record: Mapping[str, Any], data: bytes | None = None) -> bool:
+        """True if the record matches at least one filter (or there are none).
+
+        `data`: for a Kinesis record, the raw bytes its base64 `data` stands for, if the caller has
+        them (a stream source does): a filter on `data` then skips the base64 decoding. The verdict
+        is the same with or without them.
+        """
         tops = self._tops
         if not tops:
             return True
         view = record_view(record, self.source)
-        cache = [UNSET]  # the decoded data key, shared by every filter for this record
+        cache = [UNSET, data]  # the decoded data key, shared by every filter for this record
         for top in tops:  # noqa: SIM110 - a plain loop: no generator object per record on the hot path
             if top(view, cache):
                 return True
@@ -136,7 +141,7 @@ class CompiledFilter:
     def matching_filters(self, record: Mapping[str, Any]) -> list[int]:
         """The 0-based indexes of the filters the record matches."""
         view = record_view(record, self.source)
-        cache = [UNSET]
+        cache = [UNSET, None]
         return [i for i, top in enumerate(self._tops) if top(view, cache)]
 
     def partition(self, records: Iterable[Record]) -> tuple[list[Record], list[Record]]:

@@ -6,7 +6,8 @@ values pre-sorted into sets and tuples (exact strings in a frozenset, prefixes i
 `str.startswith`, ...). Nothing reads the JSON pattern per record.
 
 The source's data key (`body`, `data`) is decoded lazily, at most once per record, and shared by
-every filter of the mapping through a one-slot cache passed along with the record.
+every filter of the mapping through a small cache passed along with the record (which also
+carries the record's raw data bytes when the caller has them, sparing the base64 step).
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ MISSING: Any = _Marker("MISSING")
 NOT_JSON: Any = _Marker("NOT_JSON")
 """The decoded data key of a record whose data is not JSON (or not base64/UTF-8, for Kinesis)."""
 UNSET: Any = _Marker("UNSET")
-"""The empty state of the per-record decode cache."""
+"""The empty state of the per-record decode cache: `[decoded data key or UNSET, raw data bytes or None]`."""
 
 Pred = Callable[[Any], bool]
 """A compiled node: takes the record value at its place (or MISSING) and says whether it matches."""
@@ -81,26 +82,31 @@ def record_view(record: Mapping[str, Any], source: SourceKind) -> Mapping[str, A
     """
     if source is SourceKind.KINESIS:
         inner = record.get("kinesis")
-        return inner if isinstance(inner, Mapping) else {}
+        return inner if type(inner) is dict or isinstance(inner, Mapping) else {}
     return record
 
 
-def decode_data(view: Mapping[str, Any], source: SourceKind) -> Any:
+def decode_data(view: Mapping[str, Any], source: SourceKind, data: bytes | None = None) -> Any:
     """The source's data key parsed as JSON: the value, MISSING, or NOT_JSON.
 
     SQS `body`: a string is parsed as JSON if it is JSON (any JSON text, RFC 8259), else NOT_JSON;
     a non-string body (already parsed, as in recordings) is taken as is. Kinesis `data`: base64,
     then UTF-8, then JSON; a failure at any step gives NOT_JSON. DynamoDB `dynamodb` is already an
     object and is returned unchanged.
+
+    `data`: for Kinesis, the bytes the record's base64 `data` stands for, when the caller has them
+    (the stream source read them): the base64 step is skipped, the result is the same.
     """
     raw = view.get(DATA_KEYS[source], MISSING)
     if raw is MISSING or source is SourceKind.DYNAMODB:
         return raw
     if source is SourceKind.KINESIS:
-        if not isinstance(raw, str):
-            return NOT_JSON
         try:
-            raw = base64.b64decode(raw, validate=True).decode("utf-8")
+            if data is None:
+                if not isinstance(raw, str):
+                    return NOT_JSON
+                data = base64.b64decode(raw, validate=True)
+            raw = data.decode("utf-8")
         except (binascii.Error, ValueError):
             return NOT_JSON
     elif not isinstance(raw, str):
@@ -159,7 +165,7 @@ def _any_check(alternatives: tuple[TopPred, ...]) -> TopPred:
 def _decoded(view: Mapping[str, Any], cache: list[Any], source: SourceKind) -> Any:
     value = cache[0]
     if value is UNSET:
-        value = cache[0] = decode_data(view, source)
+        value = cache[0] = decode_data(view, source, cache[1])
     return value
 
 

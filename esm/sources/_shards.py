@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from esm.arns import SourceArn, SourceKind
 from esm.errors import RetriableAwsError, classify
+from esm.events import MALFORMED, encode_kinesis_record
 from esm.state import Checkpoint
 
 __all__ = [
@@ -43,9 +44,8 @@ class Shard:
     closed: bool = False
 
 
-@dataclass(frozen=True, slots=True)
 class StreamRecord:
-    """One record read from a shard, ready to send.
+    """One record read from a shard, ready to send (never changed once built, apart from `encoded`).
 
     - `sequence`: the sequence number as an integer, for ordering (never compare the strings:
       emulators use short numbers, AWS 21–56 digits);
@@ -53,15 +53,69 @@ class StreamRecord:
     - `key`: the ordering key for ParallelizationFactor: the partition key (Kinesis) or the
       item's primary key (DynamoDB), ESM-SPEC.md §4.2;
     - `arrival`: epoch seconds the stream received the record (record age, iterator age);
-    - `record`: the Lambda record (ESM-SPEC.md §3.3, §3.4); `encoded`: its JSON bytes.
+    - `record`: the Lambda record (ESM-SPEC.md §3.3, §3.4);
+    - `encoded`: its JSON bytes, the unit of `esm.events.assemble_event`; `size`: their length,
+      which cuts batches at 6 MB. A source gives the bytes, or (Kinesis) only their exact size:
+      the bytes are then written the first time they are asked for (`encode_kinesis_record`), and
+      an in-process function, which gets the event as objects, never needs them;
+    - `data`: Kinesis: the record's raw data, the bytes its base64 `data` stands for, so that
+      FilterCriteria on `data` need not decode the base64 again; None where the source has none.
+
+    A plain class with slots (not a frozen dataclass): one is built for every record read, and a
+    frozen dataclass sets each field through `object.__setattr__`, three times slower.
     """
 
-    sequence: int
-    sequence_number: str
-    key: str
-    arrival: float
-    record: dict[str, Any]
-    encoded: bytes
+    __slots__ = ("_encoded", "arrival", "data", "key", "record", "sequence", "sequence_number", "size")
+
+    def __init__(
+        self,
+        sequence: int,
+        sequence_number: str,
+        key: str,
+        arrival: float,
+        record: dict[str, Any],
+        encoded: bytes | None,
+        data: bytes | None = None,
+        size: int | None = None,
+    ) -> None:
+        self.sequence = sequence
+        self.sequence_number = sequence_number
+        self.key = key
+        self.arrival = arrival
+        self.record = record
+        self.data = data
+        self._encoded = encoded
+        if encoded is not None:
+            self.size = len(encoded)
+        elif size is not None:
+            self.size = size
+        else:
+            raise ValueError("a StreamRecord needs its encoded bytes or their size")
+
+    @property
+    def encoded(self) -> bytes:
+        """The record's JSON bytes (`esm.events.encode_record`), written now if the source gave only their size."""
+        encoded = self._encoded
+        if encoded is None:
+            encoded = self._encoded = encode_kinesis_record(self.record)
+        return encoded
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, StreamRecord):
+            return NotImplemented
+        return (self.sequence, self.sequence_number, self.key, self.arrival, self.record, self.data) == (
+            other.sequence,
+            other.sequence_number,
+            other.key,
+            other.arrival,
+            other.record,
+            other.data,
+        ) and self.encoded == other.encoded
+
+    __hash__ = None  # type: ignore[assignment]  # mutable contents (the record dict)
+
+    def __repr__(self) -> str:
+        return f"StreamRecord(sequence_number={self.sequence_number!r}, key={self.key!r}, size={self.size})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,44 +168,36 @@ def eligible_shards(listed: Sequence[Shard], finished: Iterable[str]) -> list[Sh
 
 
 @dataclass
-class _Entry:
-    sequence: int
-    sequence_number: str
-    done: bool = False
-
-
-@dataclass
 class Checkpointer:
     """The highest sequence number below which every record read is done (DESIGN.md rule 2).
 
     `add` every record in read order; `complete` records in any order; `position` is the
     sequence number (as spelled by the stream) of the last record of the contiguous completed
     prefix, or None while nothing new is covered. The checkpoint never passes a record that was
-    read and not completed.
+    read and not completed. Completing a record that is not outstanding changes nothing.
     """
 
-    _pending: deque[_Entry] = field(default_factory=deque)
-    _by_sequence: dict[int, _Entry] = field(default_factory=dict)
+    _pending: deque[str] = field(default_factory=deque)
+    """The sequence numbers read and not yet passed by the position, in read order."""
+    _open: set[str] = field(default_factory=set)
+    """Those of them not completed yet."""
     position: str | None = None
 
     def add(self, records: Iterable[StreamRecord]) -> None:
         """Track records just read, in shard order."""
-        for r in records:
-            entry = _Entry(r.sequence, r.sequence_number)
-            self._pending.append(entry)
-            self._by_sequence[r.sequence] = entry
+        numbers = [r.sequence_number for r in records]
+        self._pending.extend(numbers)
+        self._open.update(numbers)
 
     def complete(self, records: Iterable[StreamRecord]) -> bool:
         """Mark records done; True if the checkpoint position moved."""
+        still_open = self._open
         for r in records:
-            entry = self._by_sequence.get(r.sequence)
-            if entry is not None:
-                entry.done = True
+            still_open.discard(r.sequence_number)
+        pending = self._pending
         moved = False
-        while self._pending and self._pending[0].done:
-            entry = self._pending.popleft()
-            del self._by_sequence[entry.sequence]
-            self.position = entry.sequence_number
+        while pending and pending[0] not in still_open:
+            self.position = pending.popleft()
             moved = True
         return moved
 
@@ -175,6 +221,6 @@ async def read_page(
         raise classify("GetRecords", exc) from exc
     try:
         records = [build(raw) for raw in response.get("Records", [])]
-    except (KeyError, TypeError, ValueError) as exc:
+    except MALFORMED as exc:
         raise RetriableAwsError("GetRecords", "MalformedRecord", f"{type(exc).__name__}: {exc}") from exc
     return records, response

@@ -9,13 +9,13 @@ GetRecords returns at most 10,000 records, and a shard serves 5 GetRecords calls
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from esm.arns import SourceArn, SourceKind
 from esm.errors import classify
-from esm.events import encode_kinesis_record, kinesis_record
+from esm.events import kinesis_record, kinesis_sizer
 from esm.sources._shards import Page, Shard, StreamRecord, read_page
 from esm.state import Checkpoint, Position
 
@@ -34,6 +34,7 @@ class KinesisStream:
         self.source = source
         self.name = source.resource.split("/", 1)[1]
         self.invoke_identity_arn = invoke_identity_arn
+        self._sizers: dict[str, Callable[[Mapping[str, Any]], int]] = {}
 
     async def list_shards(self) -> list[Shard]:
         """Every shard, following NextToken (ListShards pages)."""
@@ -74,23 +75,36 @@ class KinesisStream:
     async def read(self, shard_id: str, iterator: str, limit: int) -> Page:
         """One GetRecords call, its records built into Lambda records."""
 
+        size = self._sizer(shard_id)
+
         def build(raw: Mapping[str, Any]) -> StreamRecord:
             record = kinesis_record(
                 raw, shard_id=shard_id, source=self.source, invoke_identity_arn=self.invoke_identity_arn
             )
             kinesis = record["kinesis"]
-            return StreamRecord(
-                sequence=int(kinesis["sequenceNumber"]),
-                sequence_number=kinesis["sequenceNumber"],
-                key=str(raw.get("PartitionKey", "")),
-                arrival=kinesis["approximateArrivalTimestamp"],
-                record=record,
-                encoded=encode_kinesis_record(record),
+            sequence_number = kinesis["sequenceNumber"]
+            data = raw["Data"]
+            return StreamRecord(  # positional: one call per record read
+                int(sequence_number),  # sequence (a sequence number that is no integer: a malformed record)
+                sequence_number,
+                str(raw.get("PartitionKey", "")),  # key
+                kinesis["approximateArrivalTimestamp"],  # arrival
+                record,
+                None,  # encoded: written only if an invocation needs the event's bytes
+                data if type(data) is bytes else None,  # data
+                size(record),  # size
             )
 
         records, response = await read_page(self.client, iterator, min(limit, self.page_limit), build)
         behind = response.get("MillisBehindLatest")
         return Page(records, response.get("NextShardIterator"), behind / 1000 if behind is not None else None)
+
+    def _sizer(self, shard_id: str) -> Callable[[Mapping[str, Any]], int]:
+        """The size function of the shard's records (`kinesis_sizer`), worked out once per shard."""
+        sizer = self._sizers.get(shard_id)
+        if sizer is None:
+            sizer = self._sizers[shard_id] = kinesis_sizer(shard_id, self.source, self.invoke_identity_arn)
+        return sizer
 
     async def retention_seconds(self) -> float:
         """RetentionPeriodHours of the stream (DescribeStreamSummary), in seconds."""

@@ -7,24 +7,55 @@ only failures to *reach* the function raise (`esm.errors.InvokeError` and subcla
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 __all__ = ["Invocation", "InvokeResult", "Invoker"]
 
 
-@dataclass(frozen=True, slots=True)
 class Invocation:
     """One synchronous invocation request.
 
     `payload` is the serialized event JSON (what the Lambda Invoke API and HTTP targets send);
     `event` is the same event as Python objects, handed to in-process handlers without a
-    parse round trip. Both describe the same event; `len(payload)` is the size AWS limits to 6 MB.
+    parse round trip. Both describe the same event; `size`, which is `len(payload)`, is the size
+    AWS limits to 6 MB.
+
+    The payload may be given as a function that writes it, with its exact size: it is then
+    written the first time a target asks for it (an in-process handler never does).
     """
 
-    payload: bytes
-    event: Any
-    request_id: str
+    __slots__ = ("_payload", "_write", "event", "request_id", "size")
+
+    def __init__(
+        self, payload: bytes | Callable[[], bytes], event: Any, request_id: str, size: int | None = None
+    ) -> None:
+        self.event = event
+        self.request_id = request_id
+        if isinstance(payload, bytes | bytearray | memoryview):
+            self._payload: bytes | None = bytes(payload)
+            self._write: Callable[[], bytes] | None = None
+            self.size = len(self._payload)
+        else:
+            if size is None:
+                raise ValueError("an Invocation with a deferred payload needs its size")
+            self._payload = None
+            self._write = payload
+            self.size = size
+
+    @property
+    def payload(self) -> bytes:
+        """The serialized event (written now, the first time, if it was deferred)."""
+        payload = self._payload
+        if payload is None:
+            assert self._write is not None
+            payload = self._payload = self._write()
+            self._write = None
+        return payload
+
+    def __repr__(self) -> str:
+        return f"Invocation(request_id={self.request_id!r}, size={self.size})"
 
 
 @dataclass(frozen=True, slots=True)

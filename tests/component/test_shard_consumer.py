@@ -26,7 +26,7 @@ from esm.arns import SourceKind, parse_source_arn
 from esm.config import MappingConfig, StreamsConfig
 from esm.destinations import FailedBatch
 from esm.errors import ExpiredIteratorError, RetriableAwsError, TrimmedDataError
-from esm.events import encode_record, kinesis_record
+from esm.events import assemble_event, encode_record, kinesis_record, kinesis_record_size
 from esm.filtering import compile_filters
 from esm.logging import get_logger
 from esm.metrics import Metrics
@@ -79,7 +79,10 @@ class ScriptedStream:
             "PartitionKey": "k",
         }
         record = kinesis_record(raw, shard_id=SHARD, source=self.source, invoke_identity_arn="arn:aws:iam::1:role/r")
-        return StreamRecord(1000 + i, str(1000 + i), "k", arrival, record, encode_record(record))
+        # As the Kinesis source builds it: the event's bytes are written only when an invocation needs them.
+        return StreamRecord(
+            1000 + i, str(1000 + i), "k", arrival, record, None, raw["Data"], kinesis_record_size(record)
+        )
 
     async def list_shards(self) -> list[Shard]:
         return [Shard(SHARD, closed=True)]
@@ -273,6 +276,53 @@ class TestBatching:
         handler = Handler()
         await consume(tmp_path, stream, handler, None, MaximumBatchingWindowInSeconds=1)
         assert handler.events == [["1000", "1001", "1002"], ["1003"]]
+
+
+class BytesTarget(Handler):
+    """A function reached over the wire (Lambda, HTTP): it is sent the event's bytes, and may change nothing else."""
+
+    def __init__(self, poison: set[str] | None = None, mutate: bool = False) -> None:
+        super().__init__(poison)
+        self.payloads: list[bytes] = []
+        self.sizes: list[int] = []
+        self.mutate = mutate
+
+    async def invoke(self, invocation: Invocation) -> InvokeResult:
+        if self.mutate:  # an in-process handler that decodes its records in place
+            for r in invocation.event["Records"]:
+                r["kinesis"]["data"] = {"decoded": r["kinesis"]["data"]}
+        else:
+            self.payloads.append(invocation.payload)
+            self.sizes.append(invocation.size)
+        return await super().invoke(invocation)
+
+
+class TestEventBytes:
+    """The event's bytes are written only when a target asks for them, and then exactly (ESM-SPEC.md §2)."""
+
+    async def test_a_target_that_sends_bytes_gets_the_exact_event(self, tmp_path: Path) -> None:
+        """Byte for byte the generic encoder's event, of the size that cut the batch; filtered records left out."""
+        stream = ScriptedStream([time.time()] * 7, data_size=40)
+        target = BytesTarget()
+        not_1003 = {"Filters": [{"Pattern": json.dumps({"sequenceNumber": [{"anything-but": ["1003"]}]})}]}
+        await consume(tmp_path, stream, target, None, BatchSize=3, FilterCriteria=not_1003)
+        records = [r.record for r in stream.records]
+        batches = [records[0:3], records[4:7]]
+        expected = [assemble_event([encode_record(r) for r in batch]) for batch in batches]
+        assert target.payloads == expected
+        assert target.sizes == [len(p) for p in expected]
+        assert [json.loads(p)["Records"] for p in target.payloads] == batches
+
+    async def test_failure_records_carry_the_records_as_read(self, tmp_path: Path) -> None:
+        """An in-process handler that changes its records, then fails: the failure record's event is the original."""
+        arrivals = [time.time()] * 2
+        stream = ScriptedStream(arrivals)
+        target, destination = BytesTarget(poison={"1000"}, mutate=True), Destination()
+        await consume(tmp_path, stream, target, destination, MaximumRetryAttempts=0, BatchSize=2)
+        [failed] = destination.batches
+        assert stream.records[0].record["kinesis"]["data"] == {"decoded": "MA=="}  # the handler changed it
+        original = [r.record for r in ScriptedStream(arrivals).records]
+        assert failed.event_payload == assemble_event([encode_record(r) for r in original])
 
 
 class TestReviewFindings:

@@ -9,11 +9,7 @@ the moment the function saw it, as at-least-once delivery means.
 from __future__ import annotations
 
 import asyncio
-import os
 import random
-import signal
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -22,6 +18,7 @@ import pytest
 
 from tests.conftest import REGION, unique
 from tests.e2e.harness import wait_for, write_config
+from tests.reliability.esm_process import EsmProcess
 
 pytestmark = pytest.mark.e2e
 
@@ -49,18 +46,6 @@ _HANDLER = textwrap.dedent(
 RECORDS = 240
 BATCH = 10
 KILLS = 5
-
-
-def _spawn(config: Path) -> subprocess.Popen[bytes]:
-    """Start `esm run` with its logs appended to `stderr.log` beside the config."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    with (config.parent / "stderr.log").open("ab") as err:
-        return subprocess.Popen(
-            [sys.executable, "-m", "esm", "run", "--config", str(config), "--log-format", "json"],
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-            env=env,
-        )
 
 
 def _delivered(tmp_path: Path) -> list[tuple[str, int]]:
@@ -112,29 +97,26 @@ class TestCrashRecovery:
 
             producer = asyncio.create_task(produce())
             rng = random.Random(20261122)  # noqa: S311 - test randomness, seeded for repeatability
+            proc = EsmProcess(config, tmp_path / "stderr.log")
             kills = 0
             while kills < KILLS:
-                proc = _spawn(config)
+                proc.start()
                 try:
                     seen = len(_delivered(tmp_path))
                     await wait_for(lambda s=seen: len(_delivered(tmp_path)) > s or producer.done(), within=30)
                     await asyncio.sleep(rng.uniform(0.05, 0.6))
                 finally:
-                    proc.send_signal(signal.SIGKILL)
-                    proc.wait(10)
+                    proc.kill()
                 kills += 1
             await producer
-            log = tmp_path / "stderr.log"
-            started_before = log.read_text().count('"daemon_started"')
-            proc = _spawn(config)
+            proc.start()
             try:
-                await wait_for(lambda: log.read_text().count('"daemon_started"') > started_before, within=60)
+                await wait_for(lambda: proc.logged("daemon_started"), within=60)
                 await wait_for(lambda: {n for _, n in _delivered(tmp_path)} >= set(range(RECORDS)), within=60)
                 await asyncio.sleep(0.5)
             finally:
-                proc.send_signal(signal.SIGTERM)
-                code = proc.wait(30)
-        assert code == 0, (tmp_path / "stderr.log").read_text()[-3000:]
+                code = proc.stop(30)
+        assert code == 0, proc.tail()
         delivered = _delivered(tmp_path)
         numbers = [n for _, n in delivered]
         assert set(numbers) == set(range(RECORDS))

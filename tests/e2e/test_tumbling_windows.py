@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import signal
 import textwrap
 import time
 from pathlib import Path
@@ -23,8 +22,8 @@ import pytest
 from esm.state import SqliteCheckpointStore
 from tests.conftest import REGION
 from tests.e2e.harness import RECORDER, running_daemon, wait_for, write_config
-from tests.e2e.test_stream_crash import _spawn
 from tests.e2e.test_stream_mappings import FAST, create_stream, put, stream_config
+from tests.reliability.esm_process import EsmProcess
 
 pytestmark = pytest.mark.e2e
 
@@ -217,20 +216,18 @@ class TestKillInTheMiddleOfAWindow:
             },
         )
         await room_in_window(20, 14)
-        proc = _spawn(config)
+        proc = EsmProcess(config, tmp_path / "stderr.log").start()
         try:
             await put(kinesis, name, ["1", "2", "3"])
             await wait_for(lambda: len(_window_log(tmp_path)) >= 2, within=20)
         finally:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(10)
+            proc.kill()
         await put(kinesis, name, ["4", "5"])
-        proc = _spawn(config)
+        proc.start()
         try:
             await wait_for(lambda: any(e["isFinalInvokeForWindow"] for e in _window_log(tmp_path)), within=40)
         finally:
-            proc.send_signal(signal.SIGTERM)
-            code = proc.wait(30)
+            code = proc.stop(30)
         assert code == 0, (tmp_path / "stderr.log").read_text()[-3000:]
         log = _window_log(tmp_path)
         [final] = [e for e in log if e["isFinalInvokeForWindow"]]

@@ -186,9 +186,22 @@ def _ref_value(w: Any, v: Any) -> bool:
 def matches(pattern: Any, record: dict[str, Any], source: SourceKind = DYNAMODB) -> bool:
     """Compile one pattern (a dict is JSON-encoded) and match `record`; checks the reference agrees."""
     text = pattern if isinstance(pattern, str) else json.dumps(pattern)
-    result = compile_filters([text], source).matches(record)
+    compiled = compile_filters([text], source)
+    result = compiled.matches(record)
     assert result == reference_matches([ref_loads(text)], record, source), "reference disagrees"
+    raw = _raw_data(record) if source is KINESIS else None
+    if raw is not None:
+        assert compiled.matches(record, raw) is result, "the raw data bytes changed the verdict"
     return result
+
+
+def _raw_data(record: Mapping[str, Any]) -> bytes | None:
+    """The bytes a Kinesis record's base64 `data` stands for (what the stream source hands the filter), if any."""
+    data = record.get("kinesis", {}).get("data")
+    try:
+        return base64.b64decode(data, validate=True) if isinstance(data, str) else None
+    except ValueError:
+        return None
 
 
 def sqs(body: Any, **metadata: Any) -> dict[str, Any]:
@@ -1163,6 +1176,9 @@ class TestCompiledAgreesWithReference:
         compiled = compile_filters([json.dumps(p) for p in patterns], source)
         expected = reference_matches(patterns, record, source)
         assert compiled.matches(record) is expected
+        raw = _raw_data(record) if source is KINESIS else None
+        if raw is not None:  # the stream source hands the raw bytes along: the same verdict, no base64 step
+            assert compiled.matches(record, raw) is expected
         assert compiled.matching_filters(record) == [
             i for i, p in enumerate(patterns) if reference_matches([p], record, source)
         ]
@@ -1179,3 +1195,36 @@ class TestCompiledAgreesWithReference:
         assert (lines == []) is compiled.matches(record)
         assert len(lines) in (0, len(patterns))
         assert all("does not match" not in line for line in lines)
+
+
+_JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3),
+    max_leaves=6,
+)
+
+
+class TestStrictJson:
+    """`loads_strict` (the JSON reader of filters and data) is its decoder's `decode`, wrappers skipped."""
+
+    @settings(max_examples=400, deadline=None)
+    @given(
+        st.one_of(
+            _JSON_VALUES.map(json.dumps),
+            st.tuples(
+                st.text(" \t\n\r", max_size=2), _JSON_VALUES.map(json.dumps), st.text(" \t\n\rx}", max_size=2)
+            ).map("".join),
+            st.text(alphabet=' \t\n\r{}[]",:0123456789.eE-+truefalsnNaIiy', max_size=12),
+        )
+    )
+    def test_same_values_and_errors_as_the_decoder(self, text: str) -> None:
+        """The same values, or the same error type and message."""
+        from esm.filtering.syntax import _DECODER, loads_strict
+
+        def outcome(fn: Any) -> tuple[str, str]:
+            try:
+                return "value", repr(fn(text))
+            except ValueError as exc:
+                return type(exc).__name__, str(exc)
+
+        assert outcome(loads_strict) == outcome(_DECODER.decode)

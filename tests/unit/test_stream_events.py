@@ -7,6 +7,7 @@ import json
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -22,6 +23,8 @@ from esm.events import (
     encode_kinesis_record,
     encode_record,
     kinesis_record,
+    kinesis_record_size,
+    kinesis_sizer,
 )
 
 STREAM = parse_source_arn("arn:aws:kinesis:us-east-2:123456789012:stream/lambda-stream")
@@ -388,3 +391,43 @@ class TestFastKinesisEncoding:
             raw["EncryptionType"] = "KMS"
         record = kinesis_record(raw, shard_id="shardId-000000000001", source=STREAM, invoke_identity_arn=ROLE)
         assert encode_kinesis_record(record) == encode_record(record)
+        assert kinesis_record_size(record) == len(encode_record(record))
+        sizer = kinesis_sizer("shardId-000000000001", STREAM, ROLE)
+        assert sizer(record) == len(encode_record(record))
+
+    @settings(max_examples=200)
+    @given(
+        shard=st.text(min_size=1, max_size=20),
+        role=st.text(max_size=30),
+        key=st.text(min_size=1, max_size=20),
+        seq=st.text(min_size=1, max_size=12),
+        data=st.binary(max_size=50),
+    )
+    def test_any_shard_role_and_sequence_text(self, shard: str, role: str, key: str, seq: str, data: bytes) -> None:
+        """The fields kept per stream (`_record_tail`) and the per-shard sizer hold for any text, escaped or not."""
+        raw = {"SequenceNumber": seq, "ApproximateArrivalTimestamp": DOC_ARRIVAL, "Data": data, "PartitionKey": key}
+        record = kinesis_record(raw, shard_id=shard, source=STREAM, invoke_identity_arn=role)
+        try:
+            expected = encode_record(record)
+        except UnicodeEncodeError:  # a lone surrogate: UTF-8 cannot carry it, and no encoder pretends it can
+            for fn in (encode_kinesis_record, kinesis_record_size, kinesis_sizer(shard, STREAM, role)):
+                with pytest.raises(UnicodeEncodeError):
+                    fn(record)
+            return
+        assert encode_kinesis_record(record) == expected
+        assert kinesis_record_size(record) == len(expected)
+        assert kinesis_sizer(shard, STREAM, role)(record) == len(expected)
+
+    def test_other_shapes_take_the_generic_encoder(self) -> None:
+        """An encrypted record, or a value that is not a string, is encoded and sized by `encode_record`."""
+        encrypted = build_kinesis(EncryptionType="KMS")
+        odd = build_kinesis()
+        odd["awsRegion"] = None
+        odd_key = build_kinesis()
+        odd_key["kinesis"]["partitionKey"] = 7
+        for record in (encrypted, odd, odd_key):
+            assert encode_kinesis_record(record) == encode_record(record)
+            assert kinesis_record_size(record) == len(encode_record(record))
+        sizer = kinesis_sizer("shardId-000000000006", STREAM, ROLE)  # for records its shard's builder made
+        assert sizer(encrypted) == len(encode_record(encrypted))
+        assert sizer(odd_key) == len(encode_record(odd_key))

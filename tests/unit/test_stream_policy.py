@@ -205,6 +205,17 @@ class TestCheckpointer:
         assert c.complete([rs[0]])
         assert (c.position, c.outstanding) == ("2", 1)
 
+    def test_completing_a_record_that_is_not_outstanding_changes_nothing(self) -> None:
+        """A record completed twice, or one never read, neither moves nor blocks the checkpoint."""
+        c = Checkpointer()
+        rs = [record(i) for i in range(1, 4)]
+        c.add(rs)
+        assert c.complete([rs[0]])
+        assert not c.complete([rs[0], record(99)])
+        assert (c.position, c.outstanding) == ("1", 2)
+        assert c.complete(rs[1:])
+        assert (c.position, c.outstanding) == ("3", 0)
+
     @settings(max_examples=200)
     @given(st.data())
     def test_the_checkpoint_never_passes_an_unacknowledged_record(self, data: st.DataObject) -> None:
