@@ -28,7 +28,7 @@ REGION = "us-east-1"
 ACCOUNT = "123456789012"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 KINESALITE_MODULE = REPO_ROOT / ".kinesalite" / "node_modules" / "kinesalite"
-KINESALITE_START_SECONDS = 15.0
+KINESALITE_START_SECONDS = 30.0  # generous: CI machines may be loaded
 
 # Binds loopback only (kinesalite's own CLI binds every interface) on a port the OS picks, and
 # prints that port once listening. Zero delays make CreateStream/SplitShard take effect at once.
