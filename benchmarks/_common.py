@@ -320,6 +320,20 @@ class HandledCount:
 HANDLED = HandledCount()
 
 
+async def esm_cpu(daemon: Any, count: int) -> tuple[float, float]:
+    """Run `daemon` (an `esm.daemon.Daemon` whose functions are `count_handler`) until `count` records
+    were handled; (CPU seconds, wall seconds) from its start-up's end, so start and stop are excluded."""
+    HANDLED.reset()
+    task = asyncio.create_task(daemon.run())
+    await daemon.started.wait()
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    await HANDLED.reach(count, task)
+    spent = time.process_time() - cpu0, time.perf_counter() - wall0
+    daemon.request_stop()
+    await task
+    return spent
+
+
 def count_handler(event: dict[str, Any], context: Any) -> None:
     """The contenders' function: only counts the records, so that the engines' costs are what is measured."""
     HANDLED.add(len(event["Records"]))

@@ -28,7 +28,6 @@ of a shard (Lambda's 4 reads a second): that costs wall time, not CPU.
 
 from __future__ import annotations
 
-import asyncio
 import tempfile
 import time
 from pathlib import Path
@@ -37,7 +36,17 @@ from typing import Any
 import yaml
 from aiobotocore.session import get_session
 
-from benchmarks._common import HANDLED, REGION, Result, aws_client, count_handler, moto_server, print_cpu_table, verdict
+from benchmarks._common import (
+    HANDLED,
+    REGION,
+    Result,
+    aws_client,
+    count_handler,
+    esm_cpu,
+    moto_server,
+    print_cpu_table,
+    verdict,
+)
 from esm.config import load_config
 from esm.daemon import Daemon
 
@@ -109,15 +118,7 @@ async def run_esm(endpoint: str, arn: str, count: int, workdir: Path) -> tuple[f
     path = workdir / "bench-dynamodb.yaml"
     path.write_text(yaml.safe_dump(config))
     daemon = Daemon(load_config(path))
-    HANDLED.reset()
-    task = asyncio.create_task(daemon.run())
-    await daemon.started.wait()
-    cpu0, wall0 = time.process_time(), time.perf_counter()
-    await HANDLED.reach(count, task)
-    spent = time.process_time() - cpu0, time.perf_counter() - wall0
-    daemon.request_stop()
-    await task
-    return spent
+    return await esm_cpu(daemon, count)
 
 
 async def measure_cpu(endpoint: str, records: int, rounds: int, workdir: Path) -> dict[str, list[tuple[float, float]]]:

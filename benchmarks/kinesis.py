@@ -55,6 +55,7 @@ from benchmarks._common import (
     Result,
     aws_client,
     count_handler,
+    esm_cpu,
     kinesalite_server,
     print_cpu_table,
     quantiles,
@@ -142,15 +143,7 @@ async def run_esm(endpoint: str, arn: str, count: int, workdir: Path) -> tuple[f
     """
     # BatchSize: the default, 100 (an explicit BatchSize above 10 would need a batching window, as on AWS).
     daemon = Daemon(load_config(_config(endpoint, arn, "benchmarks._common:count_handler", workdir)))
-    HANDLED.reset()
-    task = asyncio.create_task(daemon.run())
-    await daemon.started.wait()
-    cpu0, wall0 = time.process_time(), time.perf_counter()
-    await HANDLED.reach(count, task)
-    spent = time.process_time() - cpu0, time.perf_counter() - wall0
-    daemon.request_stop()
-    await task
-    return spent
+    return await esm_cpu(daemon, count)
 
 
 async def measure_cpu(endpoint: str, records: int, rounds: int, workdir: Path) -> dict[str, list[tuple[float, float]]]:
