@@ -14,20 +14,22 @@ text that UTF-8 cannot carry) makes a builder raise one of `MALFORMED`, and noth
 sources catch exactly these (property-tested in `tests/reliability/test_fuzz.py`).
 
 Lambda cuts a batch when the serialized event would pass 6 MB (ESM-SPEC.md §2: the limit is on
-the event *including* the per-record metadata). esm encodes each record once, when it is
-received (`encode_record`); the size of an event of several encoded records is then a sum
+the event *including* the per-record metadata). esm encodes each record at most once
+(`encode_record`; an SQS message when it is received); the size of an event of several encoded records is then a sum
 (`event_size`), and the event itself is a concatenation (`assemble_event`), so the batch
-gatherer never re-serializes a growing batch to learn its size. A Kinesis record's exact size is
-known without encoding it (`kinesis_sizer`, `kinesis_record_size`): it is encoded
-(`encode_kinesis_record`) only when an invocation needs the event's bytes, which an in-process
-handler, handed the event as objects, never does.
+gatherer never re-serializes a growing batch to learn its size. A stream record's exact size is
+known without encoding it (Kinesis: `kinesis_sizer`, `kinesis_record_size`; DynamoDB:
+`dynamodb_sized_record`): it is encoded (`encode_stream_record`) only when an invocation needs
+the event's bytes, which an in-process handler, handed the event as objects, never does.
 """
 
 from __future__ import annotations
 
 import binascii
+import functools
 import hashlib
 import json
+import math
 import struct
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -51,8 +53,9 @@ __all__ = [
     "assemble_event",
     "dynamodb_item_key",
     "dynamodb_record",
-    "encode_kinesis_record",
+    "dynamodb_sized_record",
     "encode_record",
+    "encode_stream_record",
     "event_size",
     "events_size",
     "kinesis_record",
@@ -344,37 +347,61 @@ def dynamodb_record(raw: Mapping[str, Any], *, source: SourceArn) -> dict[str, A
       `{"principalId": "dynamodb.amazonaws.com", "type": "Service"}` (the Record shape's member
       order, which Lambda's other keys follow; no recording has one).
     """
+    return dynamodb_sized_record(raw, source=source)[0]
+
+
+def dynamodb_sized_record(raw: Mapping[str, Any], *, source: SourceArn) -> tuple[dict[str, Any], int]:
+    """`dynamodb_record(raw, source=source)` and the exact `len(encode_record(record))` of it, in one walk.
+
+    The hot path of a DynamoDB mapping: the size cuts batches at 6 MB, and only a Lambda or HTTP
+    target (or a failure record) needs the bytes themselves, so the record is encoded later, if
+    ever. The size is added up while the record is built, from the JSON text of each value and
+    the fixed text around it (property-tested against `encode_record`).
+    """
     change_in = raw["dynamodb"]
+    if change_in.get("Keys") is None:  # every change names its item (and `dynamodb_item_key` needs it)
+        raise KeyError("dynamodb.Keys")
     change: dict[str, Any] = {}
+    change_size = 1  # "{"; each member adds its "," or the closing "}"
     for name in DYNAMODB_STREAM_RECORD_KEYS:
         if name not in change_in or change_in[name] is None:
             continue
         value = change_in[name]
         if name == "ApproximateCreationDateTime":
-            change[name] = _epoch_seconds(value, milliseconds=False)
+            value = _epoch_seconds(value, milliseconds=False)
+            value_size = _number_bytes(value)
         elif name in ("Keys", "NewImage", "OldImage"):
-            change[name] = _item(value)
+            value, value_size = _sized_item(value)
         elif name == "SizeBytes":
-            change[name] = int(value)
+            value = int(value)
+            value_size = _number_bytes(value)
         else:
-            change[name] = str(value)
+            value = str(value)
+            value_size = _text_bytes(value)
+        change[name] = value
+        change_size += _MEMBER_BYTES[name] + value_size
+    if not change:
+        change_size = 2
+    event_id, event_name = raw["eventID"], raw["eventName"]
     record: dict[str, Any] = {
-        "eventID": raw["eventID"],
-        "eventName": raw["eventName"],
+        "eventID": event_id,
+        "eventName": event_name,
         "eventVersion": DYNAMODB_EVENT_VERSION,
         "eventSource": "aws:dynamodb",
         "awsRegion": source.region,
         "dynamodb": change,
     }
+    size = _dynamodb_fixed_bytes(source) + _text_bytes(event_id) + _text_bytes(event_name) + change_size
     identity = raw.get("userIdentity")
     if identity:
-        record["userIdentity"] = {
+        record["userIdentity"] = user = {
             lambda_name: identity[api_name]
             for api_name, lambda_name in (("PrincipalId", "principalId"), ("Type", "type"))
             if identity.get(api_name) is not None
         }
+        size += len(',"userIdentity":') + len(encode_record(user))
     record["eventSourceARN"] = source.arn
-    return record
+    return record, size
 
 
 def dynamodb_item_key(raw_or_record: Mapping[str, Any]) -> str:
@@ -401,28 +428,96 @@ def _epoch_seconds(value: Any, *, milliseconds: bool) -> float:
 
 
 def _item(attributes: Mapping[str, Any]) -> dict[str, Any]:
-    return {name: _attribute_value(value) for name, value in attributes.items()}
+    return _sized_item(attributes)[0]
 
 
-def _attribute_value(value: Mapping[str, Any]) -> dict[str, Any]:
-    """One DynamoDB JSON attribute value as the wire carries it (blobs in base64), recursively."""
+def _sized_item(attributes: Mapping[str, Any]) -> tuple[dict[str, Any], int]:
+    """An item (name -> attribute value) as the wire carries it, and the bytes of its JSON text."""
     out: dict[str, Any] = {}
+    size = 1  # "{"; each member adds its "," or the closing "}"
+    for name, value in attributes.items():
+        if type(value) is dict and len(value) == 1:  # the common case, {"S": text} or {"N": text}, first
+            text = value.get("S")
+            if text is None:
+                text = value.get("N")
+            if type(text) is str:
+                out[name] = value  # already as the wire carries it: the parsed answer's own object
+                size += _text_bytes(name) + 8 + _text_bytes(text)  # name, ':{"S":', text, "}", then "," or "}"
+                continue
+        out[name], value_size = _sized_attribute_value(value)
+        size += _text_bytes(name) + 2 + value_size  # name, ":", value, then "," or "}"
+    return out, size if out else 2
+
+
+def _sized_attribute_value(value: Mapping[str, Any]) -> tuple[dict[str, Any], int]:
+    """One DynamoDB JSON attribute value as the wire carries it (blobs in base64), recursively, and its JSON bytes."""
+    out: dict[str, Any] = {}
+    size = 1
     for kind, inner in value.items():
-        if kind == "B":
-            out[kind] = _blob(inner)
-        elif kind == "BS":
-            out[kind] = [_blob(b) for b in inner]
+        converted: Any
+        if kind == "S" or kind == "N":
+            converted = inner if type(inner) is str else str(inner)
+            inner_size = _text_bytes(converted)
+        elif kind == "B":
+            converted = _blob(inner)
+            inner_size = _text_bytes(converted)
         elif kind == "M":
-            out[kind] = _item(inner)
+            converted, inner_size = _sized_item(inner)
         elif kind == "L":
-            out[kind] = [_attribute_value(v) for v in inner]
-        elif kind in ("SS", "NS"):
-            out[kind] = [str(v) for v in inner]
-        elif kind in ("S", "N"):
-            out[kind] = str(inner)
+            converted = []
+            inner_size = 1
+            for v in inner:
+                element, element_size = _sized_attribute_value(v)
+                converted.append(element)
+                inner_size += element_size + 1
+        elif kind in ("SS", "NS", "BS"):
+            converted = [_blob(b) for b in inner] if kind == "BS" else [str(v) for v in inner]
+            inner_size = 1 + sum(_text_bytes(v) + 1 for v in converted)
         else:  # BOOL, NULL
-            out[kind] = inner
-    return out
+            converted = inner
+            inner_size = 4 if inner is True or inner is None else len(encode_record(inner))
+        if kind in ("L", "SS", "NS", "BS") and not converted:
+            inner_size = 2
+        out[kind] = converted
+        kind_size = _KIND_BYTES.get(kind)
+        size += (kind_size if kind_size is not None else _text_bytes(kind) + 2) + inner_size
+    return out, size if out else 2
+
+
+_KIND_BYTES: Final = {kind: len(f'"{kind}":,') for kind in ("S", "N", "B", "M", "L", "SS", "NS", "BS", "BOOL", "NULL")}
+"""The bytes around an attribute value of each type: its quoted name, ":" and the "," or "}" after it."""
+
+_MEMBER_BYTES: Final = {name: len(f'"{name}":,') for name in DYNAMODB_STREAM_RECORD_KEYS}
+"""The same for the members of a DynamoDB record's `dynamodb` object."""
+
+
+def _text_bytes(text: str) -> int:
+    """`len(encode_record(text))`: the UTF-8 bytes of a string's JSON text (UnicodeEncodeError for a lone surrogate)."""
+    encoded = _json_text(text)
+    return len(encoded) if encoded.isascii() else len(encoded.encode())
+
+
+def _number_bytes(value: float) -> int:
+    """`len(encode_record(value))` for an int or a float (`json.dumps` writes their repr when finite)."""
+    return len(repr(value)) if math.isfinite(value) else len(json.dumps(value))  # NaN, Infinity
+
+
+@functools.lru_cache(maxsize=1024)
+def _dynamodb_fixed_bytes(source: SourceArn) -> int:
+    """The bytes of a `dynamodb_record` of this stream without its values `eventID`, `eventName` and `dynamodb`.
+
+    Worked out from a template record with empty values (two quotes each, and "{}").
+    """
+    template = {
+        "eventID": "",
+        "eventName": "",
+        "eventVersion": DYNAMODB_EVENT_VERSION,
+        "eventSource": "aws:dynamodb",
+        "awsRegion": source.region,
+        "dynamodb": {},
+        "eventSourceARN": source.arn,
+    }
+    return len(encode_record(template)) - len('""""{}')
 
 
 def _blob(value: bytes | bytearray | memoryview | str) -> str:
@@ -464,14 +559,15 @@ def assemble_event(encoded: Sequence[bytes]) -> bytes:
     return _PREFIX + _SEPARATOR.join(encoded) + _SUFFIX
 
 
-def encode_kinesis_record(record: Mapping[str, Any]) -> bytes:
-    """`encode_record(record)` for a record built by `kinesis_record`, written without the generic encoder.
+def encode_stream_record(record: Mapping[str, Any]) -> bytes:
+    """`encode_record(record)` for a stream record; a `kinesis_record` record without the generic encoder.
 
     The hot path of a Kinesis mapping: the record's shape is fixed, so each string goes straight
     through the JSON string encoder (the C function `json.dumps` itself uses), and the six fields
     that are the same for every record of a stream (`eventSource` to `eventSourceARN`) are encoded
     once and kept (`_record_tail`). The output is byte-for-byte `encode_record(record)`
-    (property-tested); any other shape, an encrypted record say, takes `encode_record` itself.
+    (property-tested); any other shape, an encrypted or a DynamoDB record say, takes
+    `encode_record` itself.
     """
     parts = _kinesis_parts(record)
     if parts is None:
@@ -480,11 +576,11 @@ def encode_kinesis_record(record: Mapping[str, Any]) -> bytes:
 
 
 def kinesis_record_size(record: Mapping[str, Any]) -> int:
-    """`len(encode_kinesis_record(record))`, exactly, without writing the record out.
+    """`len(encode_stream_record(record))`, exactly, without writing the record out.
 
     A Kinesis record is encoded only when an invocation needs the event's bytes (a Lambda or HTTP
     target, a failure record); its size, which cuts batches at 6 MB, is known from the start. The
-    pieces are the ones `encode_kinesis_record` joins; only the small ones are encoded to learn it.
+    pieces are the ones `encode_stream_record` joins; only the small ones are encoded to learn it.
     """
     parts = _kinesis_parts(record)
     if parts is None:
@@ -538,8 +634,8 @@ def kinesis_sizer(shard_id: str, source: SourceArn, invoke_identity_arn: str) ->
 
 def _kinesis_parts(record: Mapping[str, Any]) -> tuple[str, ...] | None:
     """The pieces of text that make up `encode_record(record)` for a `kinesis_record` record; None for another shape."""
-    kinesis = record["kinesis"]
-    if len(record) != len(KINESIS_RECORD_KEYS) or len(kinesis) != len(KINESIS_DATA_KEYS):
+    kinesis = record.get("kinesis")
+    if type(kinesis) is not dict or len(record) != len(KINESIS_RECORD_KEYS) or len(kinesis) != len(KINESIS_DATA_KEYS):
         return None
     timestamp = kinesis["approximateArrivalTimestamp"]
     data = kinesis["data"]

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from esm.arns import SourceArn, SourceKind
 from esm.errors import RetriableAwsError, classify
-from esm.events import MALFORMED, encode_kinesis_record
+from esm.events import MALFORMED, dynamodb_item_key, encode_stream_record
 from esm.state import Checkpoint
 
 __all__ = [
@@ -32,6 +32,7 @@ __all__ = [
     "StreamSource",
     "eligible_shards",
     "read_page",
+    "sequence_value",
 ]
 
 
@@ -51,13 +52,16 @@ class StreamRecord:
       emulators use short numbers, AWS 21–56 digits);
     - `sequence_number`: as the stream spells it (event ids, checkpoints, partial responses);
     - `key`: the ordering key for ParallelizationFactor: the partition key (Kinesis) or the
-      item's primary key (DynamoDB), ESM-SPEC.md §4.2;
+      item's primary key (DynamoDB, `dynamodb_item_key`), ESM-SPEC.md §4.2; a source may leave
+      it to be worked out the first time it is asked for (only a mapping with
+      ParallelizationFactor > 1 asks);
     - `arrival`: epoch seconds the stream received the record (record age, iterator age);
     - `record`: the Lambda record (ESM-SPEC.md §3.3, §3.4);
     - `encoded`: its JSON bytes, the unit of `esm.events.assemble_event`; `size`: their length,
-      which cuts batches at 6 MB. A source gives the bytes, or (Kinesis) only their exact size:
-      the bytes are then written the first time they are asked for (`encode_kinesis_record`), and
-      an in-process function, which gets the event as objects, never needs them;
+      which cuts batches at 6 MB. A source gives the bytes, or only their exact size (both
+      sources do): the bytes are then written the first time they are asked for
+      (`encode_stream_record`), and an in-process function, which gets the event as objects,
+      never needs them;
     - `data`: Kinesis: the record's raw data, the bytes its base64 `data` stands for, so that
       FilterCriteria on `data` need not decode the base64 again; None where the source has none.
 
@@ -65,13 +69,13 @@ class StreamRecord:
     frozen dataclass sets each field through `object.__setattr__`, three times slower.
     """
 
-    __slots__ = ("_encoded", "arrival", "data", "key", "record", "sequence", "sequence_number", "size")
+    __slots__ = ("_encoded", "_key", "arrival", "data", "record", "sequence", "sequence_number", "size")
 
     def __init__(
         self,
         sequence: int,
         sequence_number: str,
-        key: str,
+        key: str | None,
         arrival: float,
         record: dict[str, Any],
         encoded: bytes | None,
@@ -80,7 +84,7 @@ class StreamRecord:
     ) -> None:
         self.sequence = sequence
         self.sequence_number = sequence_number
-        self.key = key
+        self._key = key
         self.arrival = arrival
         self.record = record
         self.data = data
@@ -93,11 +97,19 @@ class StreamRecord:
             raise ValueError("a StreamRecord needs its encoded bytes or their size")
 
     @property
+    def key(self) -> str:
+        """The ordering key; a DynamoDB item key given as None is worked out now (`dynamodb_item_key`)."""
+        key = self._key
+        if key is None:
+            key = self._key = dynamodb_item_key(self.record)
+        return key
+
+    @property
     def encoded(self) -> bytes:
         """The record's JSON bytes (`esm.events.encode_record`), written now if the source gave only their size."""
         encoded = self._encoded
         if encoded is None:
-            encoded = self._encoded = encode_kinesis_record(self.record)
+            encoded = self._encoded = encode_stream_record(self.record)
         return encoded
 
     def __eq__(self, other: object) -> bool:
@@ -153,6 +165,17 @@ class StreamSource(Protocol):
     async def retention_seconds(self) -> float:
         """How long the stream keeps records (the age at which a retried record expires)."""
         ...
+
+
+def sequence_value(sequence_number: str) -> int:
+    """A sequence number as an integer, for ordering; ValueError unless it is plain ASCII digits.
+
+    `int` alone would take "+5", " 5", "5_0" or other scripts' digits ("٣٤٥"): a stream never
+    sends those, so such a record is malformed, not a record to order by a number it does not carry.
+    """
+    if not (sequence_number.isascii() and sequence_number.isdigit()):
+        raise ValueError(f"a sequence number must be decimal digits, not {sequence_number!r}")
+    return int(sequence_number)
 
 
 def eligible_shards(listed: Sequence[Shard], finished: Iterable[str]) -> list[Shard]:

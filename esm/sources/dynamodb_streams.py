@@ -1,10 +1,11 @@
 """The DynamoDB Streams source: DescribeStream, GetShardIterator and GetRecords on aiobotocore.
 
 DescribeStream lists shards a page at a time (`ExclusiveStartShardId` / `LastEvaluatedShardId`).
-Each record is built once into the exact Lambda record (`esm.events.dynamodb_record`,
+Each record is built once into the exact Lambda record (`esm.events.dynamodb_sized_record`,
 ESM-SPEC.md §3.4: eventVersion "1.1", a numeric ApproximateCreationDateTime whatever the emulator
-sends). Read limits: GetRecords returns at most 1,000 records, and Lambda reads a shard 4 times a
-second (ESM-SPEC.md §5.3), so a consumer waits at least 0.25 s between calls on a shard.
+sends), its JSON size added up on the way; it is encoded only if a target needs the bytes.
+Read limits: GetRecords returns at most 1,000 records, and Lambda reads a shard 4 times a second
+(ESM-SPEC.md §5.3), so a consumer waits at least 0.25 s between calls on a shard.
 AT_TIMESTAMP does not exist here (the configuration rejects it).
 """
 
@@ -16,8 +17,8 @@ from typing import Any
 
 from esm.arns import SourceArn, SourceKind
 from esm.errors import classify
-from esm.events import dynamodb_item_key, dynamodb_record, encode_record
-from esm.sources._shards import Page, Shard, StreamRecord, read_page
+from esm.events import dynamodb_sized_record
+from esm.sources._shards import Page, Shard, StreamRecord, read_page, sequence_value
 from esm.state import Checkpoint, Position
 
 __all__ = ["DynamoDbStream"]
@@ -73,18 +74,20 @@ class DynamoDbStream:
         """One GetRecords call, its records built into Lambda records."""
 
         def build(raw: Mapping[str, Any]) -> StreamRecord:
-            record = dynamodb_record(raw, source=self.source)
+            record, size = dynamodb_sized_record(raw, source=self.source)
             stream = record["dynamodb"]
-            sequence_number = str(stream["SequenceNumber"])
+            sequence_number = stream["SequenceNumber"]
             created = stream.get("ApproximateCreationDateTime")
-            return StreamRecord(
-                sequence=int(sequence_number),
-                sequence_number=sequence_number,
-                key=dynamodb_item_key(raw),
-                # AWS always sends it; without it, never take a record for an old one.
-                arrival=created if created is not None else time.time(),
-                record=record,
-                encoded=encode_record(record),
+            return StreamRecord(  # positional: one call per record read
+                sequence_value(sequence_number),  # sequence (not plain digits: a malformed record)
+                sequence_number,
+                None,  # key: the item's key, worked out only if ParallelizationFactor > 1 asks for it
+                # arrival: AWS always sends it; without it, never take a record for an old one.
+                created if created is not None else time.time(),
+                record,
+                None,  # encoded: written only if an invocation needs the event's bytes
+                None,  # data (Kinesis only)
+                size,
             )
 
         records, response = await read_page(self.client, iterator, min(limit, self.page_limit), build)

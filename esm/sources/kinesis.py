@@ -16,7 +16,7 @@ from typing import Any
 from esm.arns import SourceArn, SourceKind
 from esm.errors import classify
 from esm.events import kinesis_record, kinesis_sizer
-from esm.sources._shards import Page, Shard, StreamRecord, read_page
+from esm.sources._shards import Page, Shard, StreamRecord, read_page, sequence_value
 from esm.state import Checkpoint, Position
 
 __all__ = ["KinesisStream"]
@@ -85,7 +85,7 @@ class KinesisStream:
             sequence_number = kinesis["sequenceNumber"]
             data = raw["Data"]
             return StreamRecord(  # positional: one call per record read
-                int(sequence_number),  # sequence (a sequence number that is no integer: a malformed record)
+                sequence_value(sequence_number),  # sequence (not plain digits: a malformed record)
                 sequence_number,
                 str(raw.get("PartitionKey", "")),  # key
                 kinesis["approximateArrivalTimestamp"],  # arrival

@@ -30,6 +30,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+import pytest
 import structlog
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -41,8 +42,8 @@ from esm.events import (
     MALFORMED,
     dynamodb_item_key,
     dynamodb_record,
-    encode_kinesis_record,
     encode_record,
+    encode_stream_record,
     kinesis_record,
     sqs_record,
 )
@@ -641,7 +642,7 @@ class TestKinesisRecords:
             )
             assert base64.b64decode(built.record["kinesis"]["data"]) == raw["Data"]
             assert built.record["kinesis"]["partitionKey"] == raw["PartitionKey"]
-            assert built.encoded == encode_record(built.record) == encode_kinesis_record(built.record)
+            assert built.encoded == encode_record(built.record) == encode_stream_record(built.record)
             assert built.sequence == int(raw["SequenceNumber"])
 
 
@@ -701,6 +702,7 @@ DYNAMODB_RECORDS = with_mutation(
         "null-keys": _in_stream_record(_set("Keys", None)),
         "no-sequence": _in_stream_record(_drop("SequenceNumber")),
         "text-sequence": _in_stream_record(_prefix("SequenceNumber", "seq-")),
+        "unicode-digit-sequence": _in_stream_record(_set("SequenceNumber", "٣٤٥")),
         "null-attribute-value": _in_stream_record(_null_attribute),
         "surrogate-key": _in_stream_record(_surrogate_key),
     },
@@ -760,9 +762,42 @@ class TestDynamoDbRecords:
             assert built.record == dynamodb_record(raw, source=DDB_STREAM)
             assert built.key == dynamodb_item_key(built.record)
             assert json.loads(built.encoded) == built.record
+            assert built.encoded == encode_record(built.record)
+            assert built.size == len(built.encoded)
             for image in ("Keys", "NewImage", "OldImage"):
                 if raw["dynamodb"].get(image) is not None:
                     assert blobs(built.record["dynamodb"][image]) == blobs(raw["dynamodb"][image])
+
+
+class TestSequenceNumbers:
+    """A sequence number that is not plain ASCII digits makes the page malformed (`int` alone would take it)."""
+
+    @pytest.mark.parametrize("sequence", ["٣٤٥", "+5", " 5", "5_0", "5 ", "", "0x1f"])
+    def test_refused_by_both_sources(self, sequence: str) -> None:
+        """Hypothesis found "٣٤٥" taken as 345 by a Kinesis page; both sources refuse every such spelling."""
+        kinesis = {
+            "SequenceNumber": sequence,
+            "ApproximateArrivalTimestamp": 1_545_084_650.987,
+            "Data": b"{}",
+            "PartitionKey": "k",
+        }
+        dynamodb = {
+            "eventID": "1",
+            "eventName": "INSERT",
+            "dynamodb": {"Keys": {"pk": {"S": "a"}}, "SequenceNumber": sequence, "SizeBytes": 9},
+        }
+        for stream, raw, shard in (
+            (KinesisStream(_FakeStreams([kinesis]), STREAM, ROLE), kinesis, "shardId-000000000000"),
+            (DynamoDbStream(_FakeStreams([dynamodb]), DDB_STREAM), dynamodb, "shardId-00000001"),
+        ):
+            page = asyncio.run(read_page(stream, shard))
+            assert isinstance(page, RetriableAwsError), raw
+            assert page.code == "MalformedRecord"
+            # The same record with the number spelled as a stream spells it is built.
+            raw.get("dynamodb", raw)["SequenceNumber"] = "345"
+            page = asyncio.run(read_page(stream, shard))
+            assert isinstance(page, Page)
+            assert [r.sequence for r in page.records] == [345]
 
 
 class TestBuildersDirectly:
@@ -779,7 +814,7 @@ class TestBuildersDirectly:
         """Built or refused with MALFORMED, for generated records and for arbitrary dictionaries."""
         builders: list[Callable[[dict[str, Any]], Any]] = [
             lambda raw: encode_record(sqs_record(raw, QUEUE, null_md5_when_absent=False)),
-            lambda raw: encode_kinesis_record(
+            lambda raw: encode_stream_record(
                 kinesis_record(raw, shard_id="shardId-0", source=STREAM, invoke_identity_arn=ROLE)
             ),
             lambda raw: (encode_record(dynamodb_record(raw, source=DDB_STREAM)), dynamodb_item_key(raw)),

@@ -20,8 +20,9 @@ from esm.events import (
     KINESIS_RECORD_KEYS,
     dynamodb_item_key,
     dynamodb_record,
-    encode_kinesis_record,
+    dynamodb_sized_record,
     encode_record,
+    encode_stream_record,
     kinesis_record,
     kinesis_record_size,
     kinesis_sizer,
@@ -367,7 +368,7 @@ class TestEncoding:
 
 
 class TestFastKinesisEncoding:
-    """`encode_kinesis_record` is byte-for-byte `encode_record` (it only skips the generic encoder)."""
+    """`encode_stream_record` is byte-for-byte `encode_record` (it only skips the generic encoder)."""
 
     @settings(max_examples=300)
     @given(
@@ -390,7 +391,7 @@ class TestFastKinesisEncoding:
         if encrypted:
             raw["EncryptionType"] = "KMS"
         record = kinesis_record(raw, shard_id="shardId-000000000001", source=STREAM, invoke_identity_arn=ROLE)
-        assert encode_kinesis_record(record) == encode_record(record)
+        assert encode_stream_record(record) == encode_record(record)
         assert kinesis_record_size(record) == len(encode_record(record))
         sizer = kinesis_sizer("shardId-000000000001", STREAM, ROLE)
         assert sizer(record) == len(encode_record(record))
@@ -410,11 +411,11 @@ class TestFastKinesisEncoding:
         try:
             expected = encode_record(record)
         except UnicodeEncodeError:  # a lone surrogate: UTF-8 cannot carry it, and no encoder pretends it can
-            for fn in (encode_kinesis_record, kinesis_record_size, kinesis_sizer(shard, STREAM, role)):
+            for fn in (encode_stream_record, kinesis_record_size, kinesis_sizer(shard, STREAM, role)):
                 with pytest.raises(UnicodeEncodeError):
                     fn(record)
             return
-        assert encode_kinesis_record(record) == expected
+        assert encode_stream_record(record) == expected
         assert kinesis_record_size(record) == len(expected)
         assert kinesis_sizer(shard, STREAM, role)(record) == len(expected)
 
@@ -426,8 +427,76 @@ class TestFastKinesisEncoding:
         odd_key = build_kinesis()
         odd_key["kinesis"]["partitionKey"] = 7
         for record in (encrypted, odd, odd_key):
-            assert encode_kinesis_record(record) == encode_record(record)
+            assert encode_stream_record(record) == encode_record(record)
             assert kinesis_record_size(record) == len(encode_record(record))
         sizer = kinesis_sizer("shardId-000000000006", STREAM, ROLE)  # for records its shard's builder made
         assert sizer(encrypted) == len(encode_record(encrypted))
         assert sizer(odd_key) == len(encode_record(odd_key))
+
+
+class TestDynamodbSize:
+    """`dynamodb_sized_record` gives `dynamodb_record` and its exact encoded size without encoding it."""
+
+    @settings(max_examples=300)
+    @given(
+        keys=st.dictionaries(st.text(min_size=1, max_size=8), _scalars, min_size=1, max_size=2),
+        new=st.none() | st.dictionaries(st.text(max_size=8), _values, max_size=4),
+        old=st.none() | st.dictionaries(st.text(max_size=8), _values, max_size=4),
+        event_id=st.text(max_size=40),
+        seq=st.text(min_size=1, max_size=12),
+        created=st.none() | st.floats(allow_nan=True, allow_infinity=True) | st.integers(0, 2**40),
+        size=st.none() | st.integers(0, 400_000),
+        ttl=st.booleans(),
+    )
+    def test_size_is_the_encoded_length(
+        self,
+        keys: dict[str, Any],
+        new: dict[str, Any] | None,
+        old: dict[str, Any] | None,
+        event_id: str,
+        seq: str,
+        created: float | None,
+        size: int | None,
+        ttl: bool,
+    ) -> None:
+        """Any text (quotes, control characters, non-ASCII), blobs, nesting, empty maps and lists, odd times."""
+        raw = ddb_raw(
+            Keys=keys,
+            NewImage=new,
+            OldImage=old,
+            SequenceNumber=seq,
+            ApproximateCreationDateTime=created,
+            SizeBytes=size,
+        )
+        raw["eventID"] = event_id
+        if ttl:
+            raw["userIdentity"] = {"PrincipalId": "dynamodb.amazonaws.com", "Type": "Service"}
+        try:
+            expected = encode_record(dynamodb_record(raw, source=TABLE_STREAM))
+        except UnicodeEncodeError:  # a lone surrogate: UTF-8 cannot carry it, and the size refuses it too
+            with pytest.raises(UnicodeEncodeError):
+                dynamodb_sized_record(raw, source=TABLE_STREAM)
+            return
+        record, sized = dynamodb_sized_record(raw, source=TABLE_STREAM)
+        assert record == dynamodb_record(raw, source=TABLE_STREAM)
+        assert sized == len(expected)
+        assert encode_stream_record(record) == expected
+
+    @pytest.mark.parametrize(
+        "image",
+        [
+            {},
+            {"a": {"M": {}}},
+            {"a": {"L": []}},
+            {'q"\\\n\u2028é': {"S": '\u0000\x7f"é😀'}},
+            {"n": {"N": 5}},  # a number that is not text yet (botocore never sends one): written as text
+            {"b": {"B": "AQI="}},  # a blob given as text: taken to be base64 already
+            {"t": {"BOOL": False}, "u": {"NULL": True}},
+            {"x": {"S": "a", "N": "1"}},  # two types in one value (not DynamoDB's shape, still sized exactly)
+        ],
+    )
+    def test_edge_values(self, image: dict[str, Any]) -> None:
+        """Empty containers, escapes, non-text numbers, base64 text and odd shapes are sized exactly."""
+        raw = ddb_raw(NewImage=image)
+        record, sized = dynamodb_sized_record(raw, source=TABLE_STREAM)
+        assert sized == len(encode_record(record))
