@@ -60,7 +60,8 @@ from esm.policy import StreamPolicy
 from esm.shard_consumer import ShardConsumer, StopReason, StreamContext
 from esm.sources._shards import Shard
 from esm.sources.kinesis import KinesisStream
-from esm.state import Checkpoint, Position, SqliteCheckpointStore
+from esm.state import Checkpoint, CheckpointKey, Position, SqliteCheckpointStore
+from esm.targets.base import Invocation
 from esm.targets.python import PythonInvoker
 
 ARN = "arn:aws:kinesis:us-east-1:123456789012:stream/bench-engine"
@@ -250,8 +251,57 @@ def check_same_events(pages: list[list[dict[str, Any]]]) -> None:
 CONTENDERS = ("floor", "esm", "esm, no filter")
 
 
-async def measure(records: int, rounds: int) -> dict[str, list[Spent]]:
-    """What each round cost each contender, the contenders taking turns in every round."""
+@dataclass
+class Parts:
+    """CPU microseconds of the pieces of esm's path, each measured alone (where esm's time goes)."""
+
+    build: float
+    """per record: `KinesisStream.read` over the in-memory pages (Lambda record, size, StreamRecord)"""
+    filter: float
+    """per record: the FilterCriteria pattern on a built record (parses its data as JSON)"""
+    invoke: float
+    """per batch: `PythonInvoker.invoke` of the no-op handler (hand-over to its thread and back, context, timeout)"""
+    checkpoint: float
+    """per batch: one durable `SqliteCheckpointStore.save` (its thread, a WAL commit with fsync)"""
+
+
+async def measure_parts(pages: list[list[dict[str, Any]]], workdir: Path, batches: int = 1000) -> Parts:
+    """Each piece of esm's path alone, on the same records: CPU per record or per batch, in microseconds."""
+    records = sum(len(p) for p in pages)
+    stream = InMemoryKinesisStream(InMemoryKinesisClient(pages), parse_source_arn(ARN), ROLE)
+    cpu0 = time.process_time()
+    built = []
+    for i in range(len(pages)):
+        built.extend((await stream.read(SHARD, str(i), PAGE)).records)
+    build = (time.process_time() - cpu0) / records * 1e6
+    flt = compile_filters([json.dumps(FILTER)], SourceKind.KINESIS)
+    cpu0 = time.process_time()
+    for r in built:
+        flt.matches(r.record, r.data)
+    filtering = (time.process_time() - cpu0) / records * 1e6
+    function = FunctionConfig.model_validate({"handler": "benchmarks.engine:noop_handler", "timeout": 10})
+    invoker = PythonInvoker(
+        "noop", function, base_dir=Path.cwd(), region="us-east-1", account="123456789012", logger=get_logger()
+    )
+    event = {"Records": [r.record for r in built[:BATCH]]}
+    async with invoker:
+        await invoker.invoke(Invocation(lambda: b"", event, "warm-up", 0))
+        cpu0 = time.process_time()
+        for i in range(batches):
+            await invoker.invoke(Invocation(lambda: b"", event, f"request-{i}", 0))
+        invoke = (time.process_time() - cpu0) / batches * 1e6
+    async with SqliteCheckpointStore(workdir / f"parts-{time.time_ns()}.db") as store:
+        key = CheckpointKey("parts", ARN, SHARD)
+        await store.save(key, Checkpoint.after(built[0].sequence_number))
+        cpu0 = time.process_time()
+        for i in range(batches):
+            await store.save(key, Checkpoint.after(built[i % len(built)].sequence_number))
+        checkpoint = (time.process_time() - cpu0) / batches * 1e6
+    return Parts(build, filtering, invoke, checkpoint)
+
+
+async def measure(records: int, rounds: int) -> tuple[dict[str, list[Spent]], Parts]:
+    """What each round cost each contender, the contenders taking turns in every round; and esm's parts."""
     pages = make_pages(records)
     check_same_events(pages)
     # The input (every raw record of the shard, held at once) is no part of either contender's work:
@@ -269,11 +319,12 @@ async def measure(records: int, rounds: int) -> dict[str, list[Spent]]:
             results["floor"].append(Spent(cpu, cpu, time.perf_counter() - wall0))
             results["esm"].append(await run_esm(pages, Path(tmp)))
             results["esm, no filter"].append(await run_esm(pages, Path(tmp), filtered=False))
+        parts = await measure_parts(pages, Path(tmp))
     gc.unfreeze()
-    return results
+    return results, parts
 
 
-def report(records: int, rounds: int, results: dict[str, list[Spent]]) -> list[Result]:
+def report(records: int, rounds: int, results: dict[str, list[Spent]], parts: Parts) -> list[Result]:
     """Print the figures and whether each goal is met; return the goals for `make bench`'s summary."""
     cpu = {name: statistics.median(s.cpu for s in runs) for name, runs in results.items()}
     ratio = cpu["esm"] / cpu["floor"]
@@ -292,6 +343,16 @@ def report(records: int, rounds: int, results: dict[str, list[Spent]]) -> list[R
         wall = statistics.median(s.wall for s in runs)
         print(f"{name:<15} {records / cpu[name]:>14,.0f} {loop:>11.0f}% {records / wall:>15,.0f} {spread(runs):>11}")
     print("(esm: one data filter that every record passes; 'esm, no filter' for information)")
+    per_record = {name: c / records * 1e6 for name, c in cpu.items()}
+    per_batch = (parts.invoke + parts.checkpoint) / BATCH
+    rest = per_record["esm"] - parts.build - parts.filter - per_batch
+    print(
+        f"where esm's {per_record['esm']:.1f} us per record go (each piece measured alone; floor "
+        f"{per_record['floor']:.1f} us):\n"
+        f"  building records {parts.build:.1f} us, filter {parts.filter:.1f} us, per batch of {BATCH}: "
+        f"handler hand-over {parts.invoke:.0f} us + durable checkpoint {parts.checkpoint:.0f} us "
+        f"= {per_batch:.1f} us per record; the rest (batching, tracking, metrics, tasks) {rest:.1f} us"
+    )
     print(f"ratio esm/floor (CPU time): {ratio:.2f}x")
     print(f"goal esm within {GOAL_RATIO}x of the floor: {'met' if ratio <= GOAL_RATIO else 'NOT met'} ({ratio:.2f}x)")
     print(
@@ -309,8 +370,8 @@ def report(records: int, rounds: int, results: dict[str, list[Spent]]) -> list[R
 def main(records: int = 50_000, rounds: int = 5) -> list[Result]:
     """Run the engine benchmark and print its figures."""
     configure_logging("error", "json")
-    results = asyncio.run(measure(records, rounds))
-    return report(records, rounds, results)
+    results, parts = asyncio.run(measure(records, rounds))
+    return report(records, rounds, results, parts)
 
 
 if __name__ == "__main__":

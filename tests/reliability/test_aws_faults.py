@@ -25,7 +25,7 @@ import contextlib
 import json
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,7 @@ from esm.errors import classify
 from tests.conftest import REGION, unique
 from tests.e2e.harness import RECORDER, Call, create_queue, queue_counts, running_daemon, wait_for
 from tests.reliability.fault_proxy import ALL_FAULTS, Exchange, Fault, FaultProxy
-from tests.reliability.moto_fifo import make_fifo_receives_atomic
+from tests.reliability.moto_sqs import sqs_receive_fixed
 from tests.reliability.observe import get_text, metric_samples, until, watch_health
 
 pytestmark = pytest.mark.e2e
@@ -58,10 +58,11 @@ def _fresh_recorder() -> None:
 
 
 @pytest.fixture
-def moto_fifo_fixed(monkeypatch: pytest.MonkeyPatch) -> None:
-    """moto's FIFO receives made atomic for this test (tests/reliability/moto_fifo.py: moto bugs 1, 2;
-    bug 3 is avoided with BatchSize 1 on the FIFO mapping)."""
-    make_fifo_receives_atomic(monkeypatch)
+def moto_sqs_fixed() -> Iterator[None]:
+    """moto's SQS made to keep SQS's promises under concurrency for this test (tests/reliability/moto_sqs.py):
+    each message handed to one receive, FIFO group order held; a repeat or a reordering is then esm's."""
+    with sqs_receive_fixed():
+        yield
 
 
 @pytest.fixture
@@ -197,7 +198,7 @@ async def _receive_all(sqs: Any, url: str) -> list[dict[str, Any]]:
 class TestAwsFaults:
     """SQS, FIFO, DynamoDB Streams, Kinesis, the lease table and a destination, all behind faults."""
 
-    @pytest.mark.usefixtures("moto_fifo_fixed")
+    @pytest.mark.usefixtures("moto_sqs_fixed")
     async def test_nothing_is_lost_and_esm_keeps_running(
         self,
         tmp_path: Path,
@@ -323,8 +324,7 @@ class TestAwsFaults:
                 },
                 "event_source_mappings": [
                     {"UUID": uuids["std"], "EventSourceArn": std_arn, "FunctionName": "f-std", "BatchSize": 10},
-                    # One message of a group in flight at a time: moto bug 3 in tests/reliability/moto_fifo.py.
-                    {"UUID": uuids["fifo"], "EventSourceArn": fifo_arn, "FunctionName": "f-fifo", "BatchSize": 1},
+                    {"UUID": uuids["fifo"], "EventSourceArn": fifo_arn, "FunctionName": "f-fifo", "BatchSize": 10},
                     {
                         "UUID": uuids["ddb"],
                         "EventSourceArn": ddb_stream_arn,
