@@ -42,7 +42,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -265,7 +265,7 @@ class Parts:
     """per batch: one durable `SqliteCheckpointStore.save` (its thread, a WAL commit with fsync)"""
 
 
-async def measure_parts(pages: list[list[dict[str, Any]]], workdir: Path, batches: int = 1000) -> Parts:
+async def measure_parts(pages: list[list[dict[str, Any]]], workdir: Path, batches: int = 500) -> Parts:
     """Each piece of esm's path alone, on the same records: CPU per record or per batch, in microseconds."""
     records = sum(len(p) for p in pages)
     stream = InMemoryKinesisStream(InMemoryKinesisClient(pages), parse_source_arn(ARN), ROLE)
@@ -301,7 +301,7 @@ async def measure_parts(pages: list[list[dict[str, Any]]], workdir: Path, batche
 
 
 async def measure(records: int, rounds: int) -> tuple[dict[str, list[Spent]], Parts]:
-    """What each round cost each contender, the contenders taking turns in every round; and esm's parts."""
+    """What each round cost each contender, the contenders taking turns in every round; and esm's parts (medians)."""
     pages = make_pages(records)
     check_same_events(pages)
     # The input (every raw record of the shard, held at once) is no part of either contender's work:
@@ -310,6 +310,7 @@ async def measure(records: int, rounds: int) -> tuple[dict[str, list[Spent]], Pa
     gc.collect()
     gc.freeze()
     results: dict[str, list[Spent]] = {name: [] for name in CONTENDERS}
+    parts: list[Parts] = []
     with tempfile.TemporaryDirectory() as tmp:
         await run_esm(make_pages(2 * PAGE), Path(tmp))  # warm-up: imports, first SQLite file, thread start
         for _ in range(rounds):
@@ -319,9 +320,10 @@ async def measure(records: int, rounds: int) -> tuple[dict[str, list[Spent]], Pa
             results["floor"].append(Spent(cpu, cpu, time.perf_counter() - wall0))
             results["esm"].append(await run_esm(pages, Path(tmp)))
             results["esm, no filter"].append(await run_esm(pages, Path(tmp), filtered=False))
-        parts = await measure_parts(pages, Path(tmp))
+            # In every round, beside the contenders: this machine's speed drifts between rounds.
+            parts.append(await measure_parts(pages, Path(tmp)))
     gc.unfreeze()
-    return results, parts
+    return results, Parts(*(statistics.median(getattr(p, f.name) for p in parts) for f in fields(Parts)))
 
 
 def report(records: int, rounds: int, results: dict[str, list[Spent]], parts: Parts) -> list[Result]:
@@ -347,8 +349,8 @@ def report(records: int, rounds: int, results: dict[str, list[Spent]], parts: Pa
     per_batch = (parts.invoke + parts.checkpoint) / BATCH
     rest = per_record["esm"] - parts.build - parts.filter - per_batch
     print(
-        f"where esm's {per_record['esm']:.1f} us per record go (each piece measured alone; floor "
-        f"{per_record['floor']:.1f} us):\n"
+        f"where esm's {per_record['esm']:.1f} us per record go (each piece alone, in every round; medians; "
+        f"floor {per_record['floor']:.1f} us):\n"
         f"  building records {parts.build:.1f} us, filter {parts.filter:.1f} us, per batch of {BATCH}: "
         f"handler hand-over {parts.invoke:.0f} us + durable checkpoint {parts.checkpoint:.0f} us "
         f"= {per_batch:.1f} us per record; the rest (batching, tracking, metrics, tasks) {rest:.1f} us"

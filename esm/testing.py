@@ -11,16 +11,20 @@ Each function's behaviour is scripted with a callable that receives the parsed e
 service the fake answers 404 `ResourceNotFoundException` for an unknown function and 413
 `RequestEntityTooLargeException` for a request body over 6,291,456 bytes by itself, sets
 `X-Amz-Executed-Version`, and serves `GetFunctionConfiguration` (with the scripted `Timeout`).
+
+`serve_app` serves any aiohttp application on a loopback port for the length of a block: an HTTP
+function of your own for an `http` target, say.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import json
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,10 +33,25 @@ from aiohttp import web
 from esm.arns import parse_function_arn
 from esm.events import EVENT_LIMIT_BYTES
 
-__all__ = ["FakeCall", "FakeHandler", "FakeLambda", "FakeReply", "replies"]
+__all__ = ["FakeCall", "FakeHandler", "FakeLambda", "FakeReply", "replies", "serve_app"]
 
 MAX_INVOKE_BYTES = EVENT_LIMIT_BYTES
 """Lambda's synchronous invocation request limit (6 MB), enforced by the fake as by AWS."""
+
+
+@contextlib.asynccontextmanager
+async def serve_app(app: web.Application, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
+    """Serve `app` on `host`:`port` (0: a free port) for the block; yields its base URL, `http://host:port`.
+
+    On leaving, the server stops at once: requests still being answered get half a second.
+    """
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+        yield f"http://{host}:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,14 +162,15 @@ class FakeLambda:
         self._region = region
         self._account = account
         self._functions: dict[str, _Function] = {}
-        self._runner: web.AppRunner | None = None
+        self._server: contextlib.AsyncExitStack | None = None
+        self._endpoint = ""
 
     @property
     def endpoint(self) -> str:
         """The base URL to give aiobotocore as `endpoint_url`."""
-        if self._runner is None:
+        if self._server is None:
             raise RuntimeError("FakeLambda is not running: use it with `async with`")
-        return f"http://{self._host}:{self._port}"
+        return self._endpoint
 
     def function(
         self,
@@ -181,19 +201,17 @@ class FakeLambda:
         app = web.Application(client_max_size=4 * MAX_INVOKE_BYTES)
         app.router.add_post("/2015-03-31/functions/{name}/invocations", self._invoke)
         app.router.add_get("/2015-03-31/functions/{name}/configuration", self._configuration)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
-        await runner.setup()
-        site = web.TCPSite(runner, self._host, self._port)
-        await site.start()
-        self._runner = runner
-        self._port = runner.addresses[0][1]
+        server = contextlib.AsyncExitStack()
+        self._endpoint = await server.enter_async_context(serve_app(app, self._host, self._port))
+        self._port = int(self._endpoint.rsplit(":", 1)[1])  # started again, it serves on the same port
+        self._server = server
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         """Stop serving; replies still waiting on a `delay` are dropped."""
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        server, self._server = self._server, None
+        if server is not None:
+            await server.aclose()
 
     # ------------------------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from esm.config import FunctionConfig, parse_config
 from esm.errors import InvokeServiceError
 from esm.targets.base import Invocation
 from esm.targets.http import HttpInvoker
+from esm.testing import serve_app
 
 
 @dataclass
@@ -55,15 +56,8 @@ async def endpoint() -> AsyncIterator[Endpoint]:
     app.router.add_post("/empty", empty)
     app.router.add_post("/fail", fail)
     app.router.add_post("/slow", slow)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.2)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        yield Endpoint(f"http://127.0.0.1:{port}", received)
-    finally:
-        await runner.cleanup()
+    async with serve_app(app) as url:
+        yield Endpoint(url, received)
 
 
 def http_invoker(url: str, *, timeout: float | None = None, headers: dict[str, str] | None = None) -> HttpInvoker:

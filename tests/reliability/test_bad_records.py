@@ -31,6 +31,7 @@ from aiohttp import web
 from esm.aws import ClientFactory
 from esm.config import AwsConfig
 from esm.events import EVENT_LIMIT_BYTES
+from esm.testing import serve_app
 from tests.conftest import REGION, unique
 from tests.e2e.harness import RECORDER, create_queue, queue_counts, running_daemon, wait_for
 
@@ -74,14 +75,8 @@ async def http_function() -> AsyncIterator[tuple[list[bytes], str]]:
 
     app = web.Application(client_max_size=16 * 1024 * 1024)
     app.router.add_post("/invoke", invoke)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield bodies, f"http://127.0.0.1:{runner.addresses[0][1]}/invoke"
-    finally:
-        await runner.cleanup()
+    async with serve_app(app) as url:
+        yield bodies, f"{url}/invoke"
 
 
 async def healthy(port: int | None) -> None:

@@ -41,6 +41,7 @@ import yaml
 from aiohttp import web
 
 from esm.aws import ClientFactory
+from esm.testing import serve_app
 from tests.conftest import REGION, unique
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -106,15 +107,8 @@ async def http_target() -> AsyncIterator[tuple[HttpTarget, str]]:
     target = HttpTarget()
     app = web.Application(client_max_size=8 * 1024 * 1024)
     app.router.add_post("/invoke", target.invoke)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        yield target, f"http://127.0.0.1:{port}/invoke"
-    finally:
-        await runner.cleanup()
+    async with serve_app(app) as url:
+        yield target, f"{url}/invoke"
 
 
 def daemon_env(tmp_path: Path, **extra: str) -> dict[str, str]:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import threading
 import time
@@ -38,7 +39,7 @@ from aiohttp import web
 
 from esm.aws import ClientFactory
 from esm.config import AwsConfig
-from esm.testing import FakeCall, FakeLambda, FakeReply
+from esm.testing import FakeCall, FakeLambda, FakeReply, serve_app
 from tests.conftest import ACCOUNT, REGION, unique
 from tests.e2e.harness import RECORDER, create_queue, queue_counts, running_daemon
 from tests.reliability.observe import get_text, metric_sum, until, watch_health
@@ -144,7 +145,7 @@ def _python_behaviours(faults: Faults) -> dict[str, Callable[[dict[str, Any], An
     }
 
 
-async def _http_target(faults: Faults) -> web.AppRunner:
+def _http_app(faults: Faults) -> web.Application:
     """The HTTP functions: 503, 429 and a late answer while bad; 200 with `null` once recovered."""
 
     async def handle(request: web.Request) -> web.Response:
@@ -166,10 +167,7 @@ async def _http_target(faults: Faults) -> web.AppRunner:
 
     app = web.Application(client_max_size=16 * 1024 * 1024)
     app.router.add_post("/{name}", handle)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    return runner
+    return app
 
 
 def _lambda_functions(fake: FakeLambda, faults: Faults) -> None:
@@ -267,8 +265,8 @@ class TestTargetFaults:
             await send(name, PER_QUEUE, "pre")
         await put(PER_QUEUE, "pre")
 
-        http = await _http_target(faults)
-        http_url = f"http://127.0.0.1:{http.addresses[0][1]}"
+        servers = contextlib.AsyncExitStack()
+        http_url = await servers.enter_async_context(serve_app(_http_app(faults)))
         health: list[int] = []
         stop_watching = asyncio.Event()
         port: int | None = None
@@ -386,7 +384,7 @@ class TestTargetFaults:
             stop_watching.set()
             if watcher is not None:
                 await watcher
-            await http.cleanup()
+            await servers.aclose()
 
         # ---- while the bad functions misbehaved, the healthy one processed all it was given
         assert healthy_while_bad
