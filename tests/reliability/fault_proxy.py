@@ -35,6 +35,7 @@ DescribeTable) fail for sure. Every call and every injected fault is counted.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import json
 import random
@@ -51,6 +52,8 @@ from urllib.parse import parse_qs
 
 import aiohttp
 from aiohttp import web
+
+from esm.testing import serve_app
 
 __all__ = ["ALL_FAULTS", "Exchange", "Fault", "FaultProxy"]
 
@@ -156,9 +159,9 @@ class FaultProxy:
         self._slow = slow
         self._seed = seed
         self._plans: dict[str, _Plan] = {}
-        self._runner: web.AppRunner | None = None
+        self._server: contextlib.AsyncExitStack | None = None
         self._session: aiohttp.ClientSession | None = None
-        self._port = 0
+        self._endpoint = ""
         self._slow_rng = random.Random(f"{seed}:slow")  # noqa: S311 - test jitter, not crypto
 
     # ------------------------------------------------------------------------------------------
@@ -166,9 +169,9 @@ class FaultProxy:
     @property
     def endpoint(self) -> str:
         """The URL to give esm (and aiobotocore) as the endpoint."""
-        if self._runner is None:
+        if self._server is None:
             raise RuntimeError("FaultProxy is not running: use it with `async with`")
-        return f"http://127.0.0.1:{self._port}"
+        return self._endpoint
 
     def set_rate(self, key: str, rate: float) -> None:
         """Change the share of faulted calls of `service.Operation` (or a whole `service`) from now on."""
@@ -207,19 +210,16 @@ class FaultProxy:
         )
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        self._runner = runner
-        self._port = runner.addresses[0][1]
+        server = contextlib.AsyncExitStack()
+        self._endpoint = await server.enter_async_context(serve_app(app))
+        self._server = server
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         """Stop listening and close the upstream connections."""
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        server, self._server = self._server, None
+        if server is not None:
+            await server.aclose()
         if self._session is not None:
             await self._session.close()
             self._session = None
