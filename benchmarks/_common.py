@@ -18,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -320,14 +320,22 @@ class HandledCount:
 HANDLED = HandledCount()
 
 
-async def esm_cpu(daemon: Any, count: int) -> tuple[float, float]:
+async def esm_cpu(daemon: Any, count: int, settled: Callable[[], bool] | None = None) -> tuple[float, float]:
     """Run `daemon` (an `esm.daemon.Daemon` whose functions are `count_handler`) until `count` records
-    were handled; (CPU seconds, wall seconds) from its start-up's end, so start and stop are excluded."""
+    were handled; (CPU seconds, wall seconds) from its start-up's end, so start and stop are excluded.
+
+    `settled`: then also until it answers True, asked every 50 ms (rarely: reading esm's registry
+    costs CPU); SQS waits for the last delete this way.
+    """
     HANDLED.reset()
     task = asyncio.create_task(daemon.run())
     await daemon.started.wait()
     cpu0, wall0 = time.process_time(), time.perf_counter()
     await HANDLED.reach(count, task)
+    while settled is not None and not settled():
+        if task.done():
+            raise RuntimeError(f"esm exited early with {task.result()}")
+        await asyncio.sleep(0.05)
     spent = time.process_time() - cpu0, time.perf_counter() - wall0
     daemon.request_stop()
     await task

@@ -38,6 +38,7 @@ from benchmarks._common import (
     REGION,
     Result,
     count_handler,
+    esm_cpu,
     moto_server,
     print_cpu_table,
     quantiles,
@@ -145,20 +146,12 @@ async def run_esm(endpoint: str, arn: str, messages: int, workdir: Path) -> tupl
         BatchSize=10,
         ScalingConfig={"MaximumConcurrency": POLLERS},
     )
-    HANDLED.reset()
-    task = asyncio.create_task(daemon.run())
-    await daemon.started.wait()
-    cpu0, wall0 = time.process_time(), time.perf_counter()
-    await HANDLED.reach(messages, task)
-    # Then until esm has deleted them all, read from its registry (rarely: collecting it costs CPU).
-    while (daemon.registry.get_sample_value("esm_deleted_events_total", _labels(daemon)) or 0) < messages:
-        if task.done():
-            raise RuntimeError(f"esm exited early with {task.result()}")
-        await asyncio.sleep(0.05)
-    spent = time.process_time() - cpu0, time.perf_counter() - wall0
-    daemon.request_stop()
-    await task
-    return spent
+    labels = _labels(daemon)
+    return await esm_cpu(
+        daemon,
+        messages,
+        lambda: (daemon.registry.get_sample_value("esm_deleted_events_total", labels) or 0) >= messages,
+    )
 
 
 async def measure_cpu(endpoint: str, messages: int, rounds: int, workdir: Path) -> dict[str, list[tuple[float, float]]]:
