@@ -670,15 +670,11 @@ class ShardConsumer:
         window = self.window
         if window is None:
             event = {"Records": [r.record for r in records]}
-            if self.ctx.destination is None:
-                # The event's bytes are written only if the target asks for them (an in-process handler
-                # takes the objects); their size is known without writing them.
-                size = events_size(sum(r.size for r in records), len(records))
-                invocation = Invocation(functools.partial(_assemble, records), event, request_id, size)
-            else:
-                # Failure records carry the event's bytes: written now, before an in-process handler
-                # could change the records it is handed.
-                invocation = Invocation(_assemble(records), event, request_id)
+            # The event's bytes are written only if the target asks for them: an in-process handler
+            # takes the objects (a copy of its own, so the records stay as read for retries and failure
+            # records); their size is known without writing them.
+            size = events_size(sum(r.size for r in records), len(records))
+            invocation = Invocation(functools.partial(_assemble, records), event, request_id, size)
         else:
             payload, event = self._window_event(window, records, final=False, terminated=False)
             invocation = Invocation(payload, event, request_id)

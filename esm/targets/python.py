@@ -13,7 +13,12 @@ kept so a handler behaves as it would on AWS:
 - an exception becomes an `Unhandled` function error with the runtime's JSON shape
   (`errorMessage`, `errorType`, `requestId`, `stackTrace`); the traceback is logged;
 - the return value is serialized with `json.dumps` as the runtime does (None -> `null`; Decimal as a
-  number); a value that cannot be serialized is a `Runtime.MarshalError` function error.
+  number); a value that cannot be serialized is a `Runtime.MarshalError` function error;
+- every invocation hands the handler an event of its own (`fresh_event`: dicts and lists copied,
+  the strings and numbers in them shared), as the runtime parses each invocation's event anew: a
+  handler that changes its event in place (`record["body"] = json.loads(record["body"])`, a
+  record popped) sees the original on a retry or in a bisected half, and the records esm keeps for
+  those and for failure records stay as read.
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ from esm.config import FunctionConfig
 from esm.errors import InvokeFatalError
 from esm.targets.base import Invocation, InvokeResult
 
-__all__ = ["DEFAULT_TIMEOUT", "LambdaContext", "PythonInvoker", "timed_out_payload"]
+__all__ = ["DEFAULT_TIMEOUT", "LambdaContext", "PythonInvoker", "fresh_event", "timed_out_payload"]
 
 DEFAULT_TIMEOUT = 3.0
 """Lambda's default function timeout in seconds, used when `timeout` is not configured."""
@@ -166,7 +171,7 @@ class PythonInvoker:
         deadline = asyncio.timeout(timeout)
         try:
             async with deadline:
-                result = await self._call(self._handler, self._pool, invocation.event, context)
+                result = await self._call(self._handler, self._pool, fresh_event(invocation.event), context)
         except TimeoutError as exc:
             if deadline.expired():
                 self._logger.warning("handler_timed_out", function=self.name, request_id=invocation.request_id)
@@ -208,6 +213,23 @@ class PythonInvoker:
             start += 1
         stack = traceback.format_list(frames[start:])
         return InvokeResult("Unhandled", _error_body(str(exc), type(exc).__name__, request_id, stack))
+
+
+def fresh_event(value: Any) -> Any:
+    """A copy of a JSON-shaped event whose dicts and lists are new objects; strings and numbers are shared.
+
+    What a freshly parsed event would be, at about a tenth of the cost of `copy.deepcopy` (the
+    event's values are JSON types: immutable apart from dicts and lists).
+    """
+    kind = type(value)
+    if kind is dict:
+        return {k: fresh_event(v) if type(v) in _CONTAINERS else v for k, v in value.items()}
+    if kind is list:
+        return [fresh_event(v) if type(v) in _CONTAINERS else v for v in value]
+    return value
+
+
+_CONTAINERS = frozenset({dict, list})
 
 
 def _is_internal(filename: str) -> bool:

@@ -24,7 +24,7 @@ from esm.targets.base import Invocation
 from esm.targets.factory import build_invoker
 from esm.targets.http import HttpInvoker
 from esm.targets.lambda_ import LambdaInvoker
-from esm.targets.python import PythonInvoker
+from esm.targets.python import PythonInvoker, fresh_event
 from tests.component.handlers import targets
 
 REPO = Path(__file__).resolve().parents[2]
@@ -83,6 +83,37 @@ class TestWhatAHandlerSees:
         assert re.fullmatch(r"\d{4}/\d{2}/\d{2}/\[\$LATEST\][0-9a-f]{32}", seen["log_stream_name"])
         assert seen["identity"] is None
         assert seen["client_context"] is None
+
+    async def test_each_invocation_gets_the_event_as_sent(self) -> None:
+        """A handler that changes its event in place and fails sees the original again on the retry, as on
+        Lambda (each invocation's event is parsed anew); the event esm holds is not changed either."""
+        event = {
+            "Records": [
+                {"messageId": f"m-{i}", "body": json.dumps({"n": i}), "attributes": {"ApproximateReceiveCount": "1"}}
+                for i in range(3)
+            ]
+        }
+        sent = json.loads(json.dumps(event))
+        async with python_invoker("mutate_then_fail") as invoker:
+            for _ in range(2):
+                result = await invoker.invoke(invocation(event))
+                assert result.function_error == "Unhandled"
+                assert json.loads(result.payload)["errorMessage"] == "failed after changing 3 records"
+        assert event == sent
+
+    def test_fresh_event_copies_containers_and_shares_values(self) -> None:
+        """Every dict and list is a new object (nested too); strings, numbers, booleans and None are shared."""
+        text = "x" * 100
+        event = {"Records": [{"a": text, "b": [1, {"c": None}], "d": True, "e": 1.5}], "window": {}}
+        copy = fresh_event(event)
+        assert copy == event
+        assert copy is not event
+        assert copy["Records"] is not event["Records"]
+        assert copy["Records"][0] is not event["Records"][0]
+        assert copy["Records"][0]["b"] is not event["Records"][0]["b"]
+        assert copy["Records"][0]["b"][1] is not event["Records"][0]["b"][1]
+        assert copy["window"] is not event["window"]
+        assert copy["Records"][0]["a"] is text
 
     async def test_remaining_time_counts_down_from_the_timeout(self) -> None:
         """get_remaining_time_in_millis starts at the timeout and decreases while the handler runs."""

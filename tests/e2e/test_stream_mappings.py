@@ -288,6 +288,46 @@ class TestFailurePolicy:
         assert record["KinesisBatchInfo"]["batchSize"] == 1
         assert record["requestContext"]["approximateInvokeCount"] == 3
 
+    async def test_a_handler_that_changes_its_event_sees_the_records_as_read_again(
+        self, tmp_path: Path, moto_endpoint: str, kinesis: Any, sqs: Any
+    ) -> None:
+        """A handler that rewrites and pops its records in place, then fails: every retry and bisected half
+        gets the records as the stream gave them, as on Lambda, where each invocation's event is parsed anew."""
+        name, arn = await create_stream(kinesis)
+        url, dest = await create_queue(sqs, unique("failed"))
+        await put(kinesis, name, ["a", "b", "poison", "d"])
+        await asyncio.sleep(0.1)
+        seen: list[list[str]] = []
+
+        def rewrite_then_fail(event: dict[str, Any], context: Any) -> None:
+            data = kinesis_data(event)
+            seen.append(data)
+            for r in event["Records"]:
+                r["kinesis"]["data"] = base64.b64encode(b"rewritten").decode()
+            event["Records"].pop()
+            if "poison" in data:
+                raise ValueError("poison")
+
+        RECORDER.behaviours["fm"] = rewrite_then_fail
+        mapping = {
+            "EventSourceArn": arn,
+            "FunctionName": "fm",
+            "StartingPosition": "TRIM_HORIZON",
+            "MaximumRetryAttempts": 1,
+            "BisectBatchOnFunctionError": True,
+            "DestinationConfig": {"OnFailure": {"Destination": dest}},
+        }
+        async with running_daemon(tmp_path, stream_config(tmp_path, moto_endpoint, [mapping])):
+            [record] = await queue_messages(sqs, url, 1)
+            await wait_for(lambda: ["d"] in seen)
+        read = ["a", "b", "poison", "d"]
+        assert seen[0] == read
+        assert ["a", "b"] in seen
+        assert ["poison"] in seen
+        # Every invocation got a run of the records as read: none rewritten, none missing.
+        assert all(batch == read[read.index(batch[0]) :][: len(batch)] for batch in seen), seen
+        assert record["KinesisBatchInfo"]["batchSize"] == 1
+
     async def test_partial_batch_response_checkpoints_at_the_lowest_failure(
         self, tmp_path: Path, moto_endpoint: str, kinesis: Any, sqs: Any
     ) -> None:
