@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import decimal
 import json
 import re
 import sys
@@ -61,6 +62,10 @@ def release() -> Iterator[None]:
     targets.RELEASE.set()
 
 
+class JsonLikeFloat(float):
+    """A float subclass, as a parser that keeps a number's text makes (marshal refuses subclasses)."""
+
+
 class TestWhatAHandlerSees:
     """The event and the Lambda-compatible context (DESIGN.md §2)."""
 
@@ -101,19 +106,20 @@ class TestWhatAHandlerSees:
                 assert json.loads(result.payload)["errorMessage"] == "failed after changing 3 records"
         assert event == sent
 
-    def test_fresh_event_copies_containers_and_shares_values(self) -> None:
-        """Every dict and list is a new object (nested too); strings, numbers, booleans and None are shared."""
-        text = "x" * 100
-        event = {"Records": [{"a": text, "b": [1, {"c": None}], "d": True, "e": 1.5}], "window": {}}
+    @pytest.mark.parametrize("odd", [None, decimal.Decimal("1.5"), JsonLikeFloat(2.5)])
+    def test_fresh_event_is_equal_and_shares_no_container(self, odd: Any) -> None:
+        """Every dict and list is a new object, nested too, with equal contents in the same order; an event
+        with a value marshal cannot carry (a Decimal, a float subclass) is copied all the same."""
+        event = {"Records": [{"a": "x" * 100, "b": [1, {"c": odd}], "d": True, "e": 1.5, "é": "ü"}], "window": {}}
         copy = fresh_event(event)
         assert copy == event
-        assert copy is not event
-        assert copy["Records"] is not event["Records"]
-        assert copy["Records"][0] is not event["Records"][0]
-        assert copy["Records"][0]["b"] is not event["Records"][0]["b"]
-        assert copy["Records"][0]["b"][1] is not event["Records"][0]["b"][1]
-        assert copy["window"] is not event["window"]
-        assert copy["Records"][0]["a"] is text
+        assert json.dumps(copy, default=str) == json.dumps(event, default=str)  # the same order, too
+        new, old = copy["Records"][0], event["Records"][0]
+        pairs = [(copy, event), (copy["Records"], event["Records"]), (new, old), (copy["window"], event["window"])]
+        pairs += [(new["b"], old["b"]), (new["b"][1], old["b"][1])]
+        for copied, original in pairs:
+            assert copied is not original
+        assert type(copy["Records"][0]["b"][1]["c"]) is type(odd)
 
     async def test_remaining_time_counts_down_from_the_timeout(self) -> None:
         """get_remaining_time_in_millis starts at the timeout and decreases while the handler runs."""
