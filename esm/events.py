@@ -437,11 +437,14 @@ def _sized_item(attributes: Mapping[str, Any]) -> tuple[dict[str, Any], int]:
     size = 1  # "{"; each member adds its "," or the closing "}"
     for name, value in attributes.items():
         if type(value) is dict and len(value) == 1:  # the common case, {"S": text} or {"N": text}, first
-            text = value.get("S")
+            kind = "S"
+            text = value.get(kind)
             if text is None:
-                text = value.get("N")
+                kind = "N"
+                text = value.get(kind)
             if type(text) is str:
-                out[name] = value  # already as the wire carries it: the parsed answer's own object
+                # A new object, not the parsed answer's own: the raw record stays as read (`StreamRecord.renew`).
+                out[name] = {kind: text}
                 size += _text_bytes(name) + 8 + _text_bytes(text)  # name, ':{"S":', text, "}", then "," or "}"
                 continue
         out[name], value_size = _sized_attribute_value(value)

@@ -636,6 +636,10 @@ class ShardConsumer:
                 self.window.state = state
                 self._window_version += 1
             if decision.outcome != "success":
+                # These records are invoked again or reported: as read, not as an in-process function
+                # may have left them (Lambda parses every invocation's event anew).
+                for r in records[decision.done :]:
+                    r.renew()
                 ctx.metrics.failed_invoke.inc(len(records) - decision.done)
                 self.log.warning(
                     "batch_failed",
@@ -671,8 +675,8 @@ class ShardConsumer:
         if window is None:
             event = {"Records": [r.record for r in records]}
             # The event's bytes are written only if the target asks for them: an in-process handler
-            # takes the objects (a copy of its own, so the records stay as read for retries and failure
-            # records); their size is known without writing them.
+            # takes the objects (renewed if the batch fails, `_process`); their size is known without
+            # writing them.
             size = events_size(sum(r.size for r in records), len(records))
             invocation = Invocation(functools.partial(_assemble, records), event, request_id, size)
         else:

@@ -63,13 +63,29 @@ class StreamRecord:
       (`encode_stream_record`), and an in-process function, which gets the event as objects,
       never needs them;
     - `data`: Kinesis: the record's raw data, the bytes its base64 `data` stands for, so that
-      FilterCriteria on `data` need not decode the base64 again; None where the source has none.
+      FilterCriteria on `data` need not decode the base64 again; None where the source has none;
+    - `renew()` builds `record` again from what the stream returned (the source gives the raw
+      record and its builder): an in-process function is handed the record objects themselves
+      and may change them, and a record that is invoked again (a retry, a bisected half) or
+      reported to a destination must be the record as read, as Lambda parses every invocation's
+      event anew. Renewing costs nothing until a batch fails.
 
     A plain class with slots (not a frozen dataclass): one is built for every record read, and a
     frozen dataclass sets each field through `object.__setattr__`, three times slower.
     """
 
-    __slots__ = ("_encoded", "_key", "arrival", "data", "record", "sequence", "sequence_number", "size")
+    __slots__ = (
+        "_build",
+        "_encoded",
+        "_key",
+        "_raw",
+        "arrival",
+        "data",
+        "record",
+        "sequence",
+        "sequence_number",
+        "size",
+    )
 
     def __init__(
         self,
@@ -81,6 +97,8 @@ class StreamRecord:
         encoded: bytes | None,
         data: bytes | None = None,
         size: int | None = None,
+        raw: Mapping[str, Any] | None = None,
+        build: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None,
     ) -> None:
         self.sequence = sequence
         self.sequence_number = sequence_number
@@ -88,6 +106,8 @@ class StreamRecord:
         self.arrival = arrival
         self.record = record
         self.data = data
+        self._raw = raw
+        self._build = build
         self._encoded = encoded
         if encoded is not None:
             self.size = len(encoded)
@@ -95,6 +115,13 @@ class StreamRecord:
             self.size = size
         else:
             raise ValueError("a StreamRecord needs its encoded bytes or their size")
+
+    def renew(self) -> None:
+        """Build `record` again from the raw record (nothing to do without one); the encoded bytes, if
+        written, are kept: they were written from the record as read (an in-process function never
+        has them written)."""
+        if self._raw is not None and self._build is not None:
+            self.record = self._build(self._raw)
 
     @property
     def key(self) -> str:

@@ -88,10 +88,15 @@ class DynamoDbStream:
                 None,  # encoded: written only if an invocation needs the event's bytes
                 None,  # data (Kinesis only)
                 size,
+                raw,  # raw and build: `renew` builds the record again after a function may have changed it
+                self._lambda_record,
             )
 
         records, response = await read_page(self.client, iterator, min(limit, self.page_limit), build)
         return Page(records, response.get("NextShardIterator"))
+
+    def _lambda_record(self, raw: Mapping[str, Any]) -> dict[str, Any]:
+        return dynamodb_sized_record(raw, source=self.source)[0]
 
     async def retention_seconds(self) -> float:
         """DynamoDB Streams keeps records 24 hours (ESM-SPEC.md §5.3)."""

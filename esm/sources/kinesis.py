@@ -9,6 +9,7 @@ GetRecords returns at most 10,000 records, and a shard serves 5 GetRecords calls
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -76,11 +77,12 @@ class KinesisStream:
         """One GetRecords call, its records built into Lambda records."""
 
         size = self._sizer(shard_id)
+        lambda_record = functools.partial(
+            kinesis_record, shard_id=shard_id, source=self.source, invoke_identity_arn=self.invoke_identity_arn
+        )
 
         def build(raw: Mapping[str, Any]) -> StreamRecord:
-            record = kinesis_record(
-                raw, shard_id=shard_id, source=self.source, invoke_identity_arn=self.invoke_identity_arn
-            )
+            record = lambda_record(raw)
             kinesis = record["kinesis"]
             sequence_number = kinesis["sequenceNumber"]
             data = raw["Data"]
@@ -93,6 +95,8 @@ class KinesisStream:
                 None,  # encoded: written only if an invocation needs the event's bytes
                 data if type(data) is bytes else None,  # data
                 size(record),  # size
+                raw,  # raw and build: `renew` builds the record again after a function may have changed it
+                lambda_record,
             )
 
         records, response = await read_page(self.client, iterator, min(limit, self.page_limit), build)

@@ -13,6 +13,7 @@ checkpoint store is the real SQLite store and the function a real in-process han
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import sqlite3
 import time
@@ -78,10 +79,14 @@ class ScriptedStream:
             "Data": data if data is not None else str(i).encode().ljust(self.data_size, b"."),
             "PartitionKey": "k",
         }
-        record = kinesis_record(raw, shard_id=SHARD, source=self.source, invoke_identity_arn="arn:aws:iam::1:role/r")
-        # As the Kinesis source builds it: the event's bytes are written only when an invocation needs them.
+        build = functools.partial(
+            kinesis_record, shard_id=SHARD, source=self.source, invoke_identity_arn="arn:aws:iam::1:role/r"
+        )
+        record = build(raw)
+        # As the Kinesis source builds it: the event's bytes are written only when an invocation needs them,
+        # and the raw record is kept to build the record again if a batch fails (`StreamRecord.renew`).
         return StreamRecord(
-            1000 + i, str(1000 + i), "k", arrival, record, None, raw["Data"], kinesis_record_size(record)
+            1000 + i, str(1000 + i), "k", arrival, record, None, raw["Data"], kinesis_record_size(record), raw, build
         )
 
     async def list_shards(self) -> list[Shard]:
@@ -286,11 +291,13 @@ class BytesTarget(Handler):
         self.payloads: list[bytes] = []
         self.sizes: list[int] = []
         self.mutate = mutate
+        self.changed = 0
 
     async def invoke(self, invocation: Invocation) -> InvokeResult:
         if self.mutate:  # an in-process handler that decodes its records in place
             for r in invocation.event["Records"]:
                 r["kinesis"]["data"] = {"decoded": r["kinesis"]["data"]}
+                self.changed += 1
         else:
             self.payloads.append(invocation.payload)
             self.sizes.append(invocation.size)
@@ -320,8 +327,9 @@ class TestEventBytes:
         target, destination = BytesTarget(poison={"1000"}, mutate=True), Destination()
         await consume(tmp_path, stream, target, destination, MaximumRetryAttempts=0, BatchSize=2)
         [failed] = destination.batches
-        assert stream.records[0].record["kinesis"]["data"] == {"decoded": "MA=="}  # the handler changed it
+        assert target.changed  # the handler changed the records it was handed
         original = [r.record for r in ScriptedStream(arrivals).records]
+        assert stream.records[0].record == original[0]  # built again from the raw record after the failure
         assert failed.event_payload == assemble_event([encode_record(r) for r in original])
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import hashlib
 import json
 import math
@@ -50,7 +51,7 @@ from esm.events import (
 from esm.metrics import Metrics
 from esm.policy import Attempt, StreamPolicy, decide_sqs, decide_stream
 from esm.responses import ResponseKind, parse_batch_response
-from esm.sources._shards import Page
+from esm.sources._shards import Page, StreamRecord
 from esm.sources.dynamodb_streams import DynamoDbStream
 from esm.sources.kinesis import KinesisStream
 from esm.sources.sqs import BatchGatherer, SqsQueue, VisibilityKeeper
@@ -621,6 +622,36 @@ async def read_page(stream: KinesisStream | DynamoDbStream, shard_id: str) -> Pa
         return exc
 
 
+KINESIS_ARGS: dict[str, Any] = {"shard_id": "shardId-000000000000", "source": STREAM, "invoke_identity_arn": ROLE}
+
+
+def scribble(value: Any) -> None:
+    """Change every dict and list of a record in place, as a careless handler could: every string and
+    number replaced, an entry added, and (lists) one dropped."""
+    if isinstance(value, dict):
+        for key in list(value):
+            if isinstance(value[key], dict | list):
+                scribble(value[key])
+            else:
+                value[key] = "scribbled"
+        value["added-by-the-handler"] = True
+    elif isinstance(value, list):
+        for item in value:
+            scribble(item)
+        if value:
+            value.pop()
+        value.append("added-by-the-handler")
+
+
+def assert_renewed_as_read(built: StreamRecord, as_read: Callable[[], dict[str, Any]]) -> None:
+    """After a handler changed every part of a built record, `renew` gives the record as read again."""
+    scribble(built.record)
+    assert built.record != as_read()
+    built.renew()
+    assert built.record == as_read()
+    assert encode_record(built.record) == encode_record(as_read())
+
+
 class TestKinesisRecords:
     """GetRecords pages become Lambda records, or the page fails as a retriable source error."""
 
@@ -637,13 +668,12 @@ class TestKinesisRecords:
             return
         assert not any(harmful for _, harmful in generated)
         for built, raw in zip(page.records, raws, strict=True):
-            assert built.record == kinesis_record(
-                raw, shard_id="shardId-000000000000", source=STREAM, invoke_identity_arn=ROLE
-            )
+            assert built.record == kinesis_record(raw, **KINESIS_ARGS)
             assert base64.b64decode(built.record["kinesis"]["data"]) == raw["Data"]
             assert built.record["kinesis"]["partitionKey"] == raw["PartitionKey"]
             assert built.encoded == encode_record(built.record) == encode_stream_record(built.record)
             assert built.sequence == int(raw["SequenceNumber"])
+            assert_renewed_as_read(built, functools.partial(kinesis_record, raw, **KINESIS_ARGS))
 
 
 ATTRIBUTE_VALUE = st.recursive(
@@ -764,6 +794,7 @@ class TestDynamoDbRecords:
             assert json.loads(built.encoded) == built.record
             assert built.encoded == encode_record(built.record)
             assert built.size == len(built.encoded)
+            assert_renewed_as_read(built, functools.partial(dynamodb_record, raw, source=DDB_STREAM))
             for image in ("Keys", "NewImage", "OldImage"):
                 if raw["dynamodb"].get(image) is not None:
                     assert blobs(built.record["dynamodb"][image]) == blobs(raw["dynamodb"][image])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 import time
 from typing import Any
@@ -50,16 +49,6 @@ async def describe_async(event: Any, context: Any) -> dict[str, Any]:
 def echo(event: Any, context: Any) -> Any:
     """Return the event unchanged."""
     return event
-
-
-def mutate_then_fail(event: Any, context: Any) -> None:
-    """What handlers commonly do to their event, in place, then fail: the parsed body replaces the text,
-    an attribute is added, the last record is popped; returns nothing (the runtime's `null`)."""
-    for record in event["Records"]:
-        record["body"] = json.loads(record["body"])
-        record["attributes"]["seen"] = "yes"
-    event["Records"].pop()
-    raise RuntimeError(f"failed after changing {len(event['Records']) + 1} records")
 
 
 def block(event: Any, context: Any) -> dict[str, str]:
