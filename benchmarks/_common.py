@@ -347,6 +347,39 @@ def count_handler(event: dict[str, Any], context: Any) -> None:
     HANDLED.add(len(event["Records"]))
 
 
+async def hand_over_shard(client: Any, iterator: str, count: int, page: int, batch: int) -> None:
+    """The bare loop's reading: GetRecords pages of up to `page` records from `iterator`, each page handed
+    to `count_handler` in batches of `batch` as the raw records, until `count` records were read."""
+    seen = 0
+    while seen < count:
+        answer = await client.get_records(ShardIterator=iterator, Limit=page)
+        records = answer["Records"]
+        for i in range(0, len(records), batch):
+            count_handler({"Records": records[i : i + batch]}, None)
+        seen += len(records)
+        iterator = answer["NextShardIterator"]
+
+
+async def wait_for_count(values: Sequence[Any], count: int, within: float = 30.0) -> None:
+    """Until `values` (filled by a handler on another thread: no event to await) holds `count`, or `within` s."""
+    for _ in range(round(within / 0.05)):
+        if len(values) >= count:
+            return
+        await asyncio.sleep(0.05)
+
+
+CPU_GOAL_RATIO = 1.15
+"""Issue 7's goal for figure 2: esm's CPU per record at most this many times the bare loop's."""
+
+
+def cpu_result(source: str, unit: str, count: int, results: dict[str, list[tuple[float, float]]]) -> list[Result]:
+    """Print the contenders' CPU table and the goal's verdict; the summary row of figure 2 for `source`."""
+    ratio = print_cpu_table(unit, count, results)
+    met = ratio <= CPU_GOAL_RATIO
+    print(f"goal <= {CPU_GOAL_RATIO}x: {verdict(met)}")
+    return [Result(f"2. CPU per record vs bare loop: {source}", f"{ratio:.2f}x", f"<= {CPU_GOAL_RATIO}x", met)]
+
+
 def paired_ratio(results: dict[str, list[tuple[float, float]]], a: str, b: str) -> float:
     """The median over the rounds of contender a's CPU / contender b's CPU."""
     return statistics.median(x / y for (x, _), (y, _) in zip(results[a], results[b], strict=True))

@@ -41,18 +41,16 @@ from benchmarks._common import (
     REGION,
     Result,
     aws_client,
-    count_handler,
+    cpu_result,
     esm_cpu,
+    hand_over_shard,
     moto_server,
-    print_cpu_table,
-    verdict,
 )
 from esm.config import load_config
 from esm.daemon import Daemon
 
 BATCH = 100
 PAGE = 1000  # esm's GetRecords Limit: min(1,000 (the DynamoDB Streams maximum), max(2 x 100, 1,000))
-GOAL_RATIO = 1.15
 
 
 def _client(service: str, endpoint: str) -> Any:
@@ -95,14 +93,7 @@ async def run_baseline(endpoint: str, arn: str, count: int, fast_timestamps: boo
         it = (await streams.get_shard_iterator(StreamArn=arn, ShardId=shard, ShardIteratorType="TRIM_HORIZON"))[
             "ShardIterator"
         ]
-        seen = 0
-        while seen < count:
-            page = await streams.get_records(ShardIterator=it, Limit=PAGE)
-            records = page["Records"]
-            for i in range(0, len(records), BATCH):
-                count_handler({"Records": records[i : i + BATCH]}, None)
-            seen += len(records)
-            it = page["NextShardIterator"]
+        await hand_over_shard(streams, it, count, PAGE, BATCH)
         return time.process_time() - cpu0, time.perf_counter() - wall0
 
 
@@ -147,7 +138,4 @@ async def cpu(records: int = 5000, rounds: int = 7) -> list[Result]:
         f"\n== 2. DynamoDB Streams: CPU per record, the same {records} INSERT records read {rounds} times by each "
         f"contender, alternating; pages of {PAGE}, batches of {BATCH}, counting handler, moto in its own process"
     )
-    ratio = print_cpu_table("records", records, results)
-    print(f"goal <= {GOAL_RATIO}x: {verdict(ratio <= GOAL_RATIO)}")
-    met = ratio <= GOAL_RATIO
-    return [Result("2. CPU per record vs bare loop: DynamoDB", f"{ratio:.2f}x", f"<= {GOAL_RATIO}x", met)]
+    return cpu_result("DynamoDB", "records", records, results)

@@ -54,19 +54,19 @@ from benchmarks._common import (
     REGION,
     Result,
     aws_client,
-    count_handler,
+    cpu_result,
     esm_cpu,
+    hand_over_shard,
     kinesalite_server,
-    print_cpu_table,
     quantiles,
     verdict,
+    wait_for_count,
 )
 from esm.config import load_config
 from esm.daemon import Daemon
 
 BATCH = 100
 PAGE = 1000  # esm's GetRecords Limit for BatchSize 100, one lane: min(10,000, max(2 x 100, 1,000))
-GOAL_RATIO = 1.15
 GOAL_P50, GOAL_P99 = 0.100, 0.300
 LATENCIES: list[float] = []
 
@@ -108,14 +108,7 @@ async def run_baseline(endpoint: str, name: str, count: int, fast_timestamps: bo
         it = (await kinesis.get_shard_iterator(StreamName=name, ShardId=shard, ShardIteratorType="TRIM_HORIZON"))[
             "ShardIterator"
         ]
-        seen = 0
-        while seen < count:
-            page = await kinesis.get_records(ShardIterator=it, Limit=PAGE)
-            records = page["Records"]
-            for i in range(0, len(records), BATCH):
-                count_handler({"Records": records[i : i + BATCH]}, None)
-            seen += len(records)
-            it = page["NextShardIterator"]
+        await hand_over_shard(kinesis, it, count, PAGE, BATCH)
         return time.process_time() - cpu0, time.perf_counter() - wall0
 
 
@@ -189,10 +182,7 @@ async def measure_latency(
         for _ in range(records):
             await kinesis.put_record(StreamName=name, Data=repr(time.time()).encode(), PartitionKey="k")
             await asyncio.sleep(random.uniform(*gap))  # noqa: S311 - spacing, not security
-        for _ in range(600):  # up to 30 s for the last records (the handler runs on a thread: no event to await)
-            if len(LATENCIES) >= records:
-                break
-            await asyncio.sleep(0.05)
+        await wait_for_count(LATENCIES, records)
         daemon.request_stop()
         await task
     return list(LATENCIES)
@@ -206,11 +196,7 @@ async def cpu(records: int = 20_000, rounds: int = 7) -> list[Result]:
         f"\n== 2. Kinesis: CPU per record, the same {records} records of 512 B read {rounds} times by each contender, "
         f"alternating; pages of {PAGE}, batches of {BATCH}, counting handler, kinesalite in its own process"
     )
-    ratio = print_cpu_table("records", records, results)
-    print(f"goal <= {GOAL_RATIO}x: {verdict(ratio <= GOAL_RATIO)}")
-    return [
-        Result("2. CPU per record vs bare loop: Kinesis", f"{ratio:.2f}x", f"<= {GOAL_RATIO}x", ratio <= GOAL_RATIO)
-    ]
+    return cpu_result("Kinesis", "records", records, results)
 
 
 async def latency(steady: int = 250, sparse: int = 20) -> list[Result]:

@@ -38,17 +38,16 @@ from benchmarks._common import (
     REGION,
     Result,
     count_handler,
+    cpu_result,
     esm_cpu,
     moto_server,
-    print_cpu_table,
     quantiles,
-    verdict,
+    wait_for_count,
 )
 from esm.config import load_config
 from esm.daemon import Daemon
 
 POLLERS = 5
-GOAL_RATIO = 1.15
 LATENCIES: list[float] = []
 _RECEIVE: dict[str, Any] = {
     "MessageSystemAttributeNames": ["All"],
@@ -181,10 +180,7 @@ async def measure_latency(endpoint: str, messages: int, interval: float, workdir
         for _ in range(messages):
             await sqs.send_message(QueueUrl=url, MessageBody=repr(time.time()))
             await asyncio.sleep(interval)
-        for _ in range(600):  # up to 30 s for the last ones (the handler runs on a thread: no event to await)
-            if len(LATENCIES) >= messages:
-                break
-            await asyncio.sleep(0.05)
+        await wait_for_count(LATENCIES, messages)
         daemon.request_stop()
         await task
     return list(LATENCIES)
@@ -198,9 +194,7 @@ async def cpu(messages: int = 300, rounds: int = 7) -> list[Result]:
         f"\n== 2. SQS: CPU per message, {messages} messages of 512 B x {rounds} alternating rounds, "
         f"{POLLERS} pollers, counting handler, moto in its own process"
     )
-    ratio = print_cpu_table("messages", messages, results)
-    print(f"goal <= {GOAL_RATIO}x: {verdict(ratio <= GOAL_RATIO)}")
-    return [Result("2. CPU per record vs bare loop: SQS", f"{ratio:.2f}x", f"<= {GOAL_RATIO}x", ratio <= GOAL_RATIO)]
+    return cpu_result("SQS", "messages", messages, results)
 
 
 async def latency(messages: int = 200) -> list[Result]:
