@@ -8,6 +8,7 @@ emulator that reshards correctly) runs as a Node.js child process from the proje
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import socket
@@ -135,3 +136,15 @@ async def sqs(clients: ClientFactory) -> AsyncIterator[Any]:
 def unique(prefix: str) -> str:
     """A resource name unique to one test, so tests sharing a moto server never collide."""
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+async def active_stream(kinesis: Any, name: str, within: float = 10.0) -> dict[str, Any]:
+    """A new Kinesis stream's description (`StreamARN`, `Shards`, ...) once it is ACTIVE; fails after `within` s."""
+    until = time.monotonic() + within
+    while True:
+        desc: dict[str, Any] = (await kinesis.describe_stream(StreamName=name))["StreamDescription"]
+        if desc["StreamStatus"] == "ACTIVE":
+            return desc
+        if time.monotonic() >= until:
+            raise AssertionError(f"stream {name} did not become ACTIVE within {within} s")
+        await asyncio.sleep(0.05)

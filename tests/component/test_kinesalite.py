@@ -14,7 +14,6 @@ that changes one of them fails here first, not deep inside a stream test:
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -23,7 +22,7 @@ from botocore.exceptions import ClientError
 
 from esm.aws import ClientFactory
 from esm.config import AwsConfig
-from tests.conftest import REGION, unique
+from tests.conftest import REGION, active_stream, unique
 
 
 @pytest.fixture
@@ -31,15 +30,6 @@ async def kinesis(kinesalite_endpoint: str) -> AsyncIterator[Any]:
     """A raw aiobotocore Kinesis client on kinesalite."""
     async with ClientFactory(AwsConfig(region=REGION, endpoint_url=kinesalite_endpoint)).client("kinesis") as client:
         yield client
-
-
-async def _wait_active(kinesis: Any, stream: str) -> None:
-    async with asyncio.timeout(10):
-        while True:
-            summary = await kinesis.describe_stream_summary(StreamName=stream)
-            if summary["StreamDescriptionSummary"]["StreamStatus"] == "ACTIVE":
-                return
-            await asyncio.sleep(0.02)
 
 
 async def _read_to_end(kinesis: Any, stream: str, shard_id: str) -> list[dict[str, Any]]:
@@ -64,7 +54,7 @@ class TestResharding:
         """After splitting one of two shards, the parent drains to a null iterator and writes go to its children."""
         stream = unique("split")
         await kinesis.create_stream(StreamName=stream, ShardCount=2)
-        await _wait_active(kinesis, stream)
+        await active_stream(kinesis, stream)
         shards = (await kinesis.list_shards(StreamName=stream))["Shards"]
         assert [s["ShardId"] for s in shards] == ["shardId-000000000000", "shardId-000000000001"]
         parent = shards[0]
@@ -79,7 +69,7 @@ class TestResharding:
         low, high = int(parent["HashKeyRange"]["StartingHashKey"]), int(parent["HashKeyRange"]["EndingHashKey"])
         middle = (low + high) // 2 + 1
         await kinesis.split_shard(StreamName=stream, ShardToSplit=parent["ShardId"], NewStartingHashKey=str(middle))
-        await _wait_active(kinesis, stream)
+        await active_stream(kinesis, stream)
 
         listed = {s["ShardId"]: s for s in (await kinesis.list_shards(StreamName=stream))["Shards"]}
         assert "EndingSequenceNumber" in listed[parent["ShardId"]]["SequenceNumberRange"]
@@ -105,7 +95,7 @@ class TestResharding:
         """Sequence numbers have Kinesis's 56 digits and grow, as integers, within a shard."""
         stream = unique("seq")
         await kinesis.create_stream(StreamName=stream, ShardCount=1)
-        await _wait_active(kinesis, stream)
+        await active_stream(kinesis, stream)
         numbers = [
             (await kinesis.put_record(StreamName=stream, Data=b"x", PartitionKey="k"))["SequenceNumber"]
             for _ in range(3)

@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import REGION, unique
+from tests.conftest import REGION, active_stream, unique
 from tests.e2e.harness import wait_for, write_config
 
 pytestmark = pytest.mark.e2e
@@ -337,7 +337,7 @@ class TestResharding:
         async with factory.client("kinesis") as kinesis:
             name = unique("split")
             await kinesis.create_stream(StreamName=name, ShardCount=3)
-            desc = await active(kinesis, name)
+            desc = await active_stream(kinesis, name)
             arn = desc["StreamARN"]
             table = unique("leases")
             endpoints = {"kinesis": kinesalite_endpoint, "dynamodb": moto_endpoint}
@@ -353,10 +353,10 @@ class TestResharding:
                 await kinesis.split_shard(
                     StreamName=name, ShardToSplit=parent["ShardId"], NewStartingHashKey=str((low + high) // 2)
                 )
-                await active(kinesis, name)
+                await active_stream(kinesis, name)
                 await produce(kinesis, name, range(90, 180))
                 await wait_for(lambda: {n for _, _, n in replicas.delivered()} >= set(range(180)), within=60)
-                final = (await active(kinesis, name))["Shards"]
+                final = (await active_stream(kinesis, name))["Shards"]
                 owners = await replicas.owners()
             finally:
                 codes = replicas.stop_all()
@@ -371,15 +371,6 @@ class TestResharding:
         items = (await dynamodb.scan(TableName=table, ConsistentRead=True))["Items"]
         ended = {i["shardId"]["S"] for i in items if i.get("checkpoint", {}).get("S") == "SHARD_END"}
         assert parent["ShardId"] in ended
-
-
-async def active(kinesis: Any, name: str) -> dict[str, Any]:
-    for _ in range(200):
-        desc = (await kinesis.describe_stream(StreamName=name))["StreamDescription"]
-        if desc["StreamStatus"] == "ACTIVE":
-            return desc  # type: ignore[no-any-return]
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"stream {name} did not become ACTIVE")
 
 
 def http_port(replicas: Replicas, name: str) -> int:

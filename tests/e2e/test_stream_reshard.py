@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from esm.state import SqliteCheckpointStore
-from tests.conftest import REGION, unique
+from tests.conftest import REGION, active_stream, unique
 from tests.e2e.harness import RECORDER, running_daemon, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -30,15 +30,6 @@ async def kinesis(kinesalite_endpoint: str, clients: Any) -> Any:
     factory = ClientFactory(AwsConfig(region=REGION, endpoint_url=kinesalite_endpoint))
     async with factory.client("kinesis") as client:
         yield client
-
-
-async def _active(kinesis: Any, name: str) -> dict[str, Any]:
-    for _ in range(200):
-        desc = (await kinesis.describe_stream(StreamName=name))["StreamDescription"]
-        if desc["StreamStatus"] == "ACTIVE":
-            return desc  # type: ignore[no-any-return]
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"stream {name} did not become ACTIVE")
 
 
 async def _all_records(kinesis: Any, name: str, shard_id: str) -> list[str]:
@@ -67,7 +58,7 @@ class TestResharding:
         RECORDER.behaviours.clear()
         name = unique("reshard")
         await kinesis.create_stream(StreamName=name, ShardCount=2)
-        desc = await _active(kinesis, name)
+        desc = await active_stream(kinesis, name)
         arn = desc["StreamARN"]
         total = 0
 
@@ -94,9 +85,9 @@ class TestResharding:
             await kinesis.split_shard(
                 StreamName=name, ShardToSplit=shard0["ShardId"], NewStartingHashKey=str((low + high) // 2)
             )
-            await _active(kinesis, name)
+            await active_stream(kinesis, name)
             await produce(150)
-            shards = (await _active(kinesis, name))["Shards"]
+            shards = (await active_stream(kinesis, name))["Shards"]
             open_shards = sorted(
                 (s for s in shards if "EndingSequenceNumber" not in s["SequenceNumberRange"]),
                 key=lambda s: int(s["HashKeyRange"]["StartingHashKey"]),
@@ -107,7 +98,7 @@ class TestResharding:
                 ShardToMerge=open_shards[1]["ShardId"],
                 AdjacentShardToMerge=open_shards[2]["ShardId"],
             )
-            await _active(kinesis, name)
+            await active_stream(kinesis, name)
             await produce(150)
 
             def delivered() -> set[str]:
@@ -118,7 +109,7 @@ class TestResharding:
                 }
 
             await wait_for(lambda: delivered() >= {str(i) for i in range(total)}, within=60)
-            final = (await _active(kinesis, name))["Shards"]
+            final = (await active_stream(kinesis, name))["Shards"]
 
         parents = {
             s["ShardId"]: [p for p in (s.get("ParentShardId"), s.get("AdjacentParentShardId")) if p] for s in final
@@ -157,7 +148,7 @@ class TestResharding:
         RECORDER.calls.clear()
         name = unique("latest")
         await kinesis.create_stream(StreamName=name, ShardCount=1)
-        desc = await _active(kinesis, name)
+        desc = await active_stream(kinesis, name)
         for i in range(5):
             await kinesis.put_record(StreamName=name, Data=f"old-parent-{i}".encode(), PartitionKey=f"k{i}")
         shard = desc["Shards"][0]
@@ -165,7 +156,7 @@ class TestResharding:
         await kinesis.split_shard(
             StreamName=name, ShardToSplit=shard["ShardId"], NewStartingHashKey=str((low + high) // 2)
         )
-        await _active(kinesis, name)
+        await active_stream(kinesis, name)
         for i in range(5):
             await kinesis.put_record(StreamName=name, Data=f"old-child-{i}".encode(), PartitionKey=f"k{i}")
         await asyncio.sleep(1.5)  # kinesalite's arrival times have coarse precision: keep "before" clearly before
@@ -183,5 +174,5 @@ class TestResharding:
         assert RECORDER.calls_of("fl") == [], "records written before a LATEST mapping started were delivered"
         async with SqliteCheckpointStore(tmp_path / "state.db", lock=False) as store:
             stored = {k.shard_id: c.position.value for k, c in await store.list_all()}
-        children = [s["ShardId"] for s in (await _active(kinesis, name))["Shards"] if s.get("ParentShardId")]
+        children = [s["ShardId"] for s in (await active_stream(kinesis, name))["Shards"] if s.get("ParentShardId")]
         assert stored == {shard["ShardId"]: "SHARD_END", **{c: "AT_TIMESTAMP" for c in children}}

@@ -35,7 +35,7 @@ import pytest
 from esm.aws import ClientFactory
 from esm.config import AwsConfig
 from esm.errors import classify
-from tests.conftest import REGION, unique
+from tests.conftest import REGION, active_stream, unique
 from tests.e2e.harness import RECORDER, Call, create_queue, queue_counts, running_daemon, wait_for
 from tests.reliability.fault_proxy import ALL_FAULTS, Exchange, Fault, FaultProxy
 from tests.reliability.moto_sqs import sqs_receive_fixed
@@ -227,12 +227,7 @@ class TestAwsFaults:
         ddb_stream_arn = created["TableDescription"]["LatestStreamArn"]
         stream = unique("faults")
         await kinesalite.create_stream(StreamName=stream, ShardCount=2)
-        for _ in range(200):
-            desc = (await kinesalite.describe_stream(StreamName=stream))["StreamDescription"]
-            if desc["StreamStatus"] == "ACTIVE":
-                break
-            await asyncio.sleep(0.05)
-        kinesis_arn = desc["StreamARN"]
+        kinesis_arn = (await active_stream(kinesalite, stream))["StreamARN"]
         lease_table = unique("leases")
 
         for i in range(STD_COUNT):
@@ -531,11 +526,7 @@ class TestAwsFaults:
         """
         stream = unique("idle")
         await kinesalite.create_stream(StreamName=stream, ShardCount=1)
-        for _ in range(200):
-            desc = (await kinesalite.describe_stream(StreamName=stream))["StreamDescription"]
-            if desc["StreamStatus"] == "ACTIVE":
-                break
-            await asyncio.sleep(0.05)
+        desc = await active_stream(kinesalite, stream)
         lease_table = unique("leases")
         mapping_uuid = "0000bbbb-0000-4000-8000-000000000001"
         sequences: list[str] = []

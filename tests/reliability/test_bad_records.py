@@ -32,7 +32,7 @@ from esm.aws import ClientFactory
 from esm.config import AwsConfig
 from esm.events import EVENT_LIMIT_BYTES
 from esm.testing import serve_app
-from tests.conftest import REGION, unique
+from tests.conftest import REGION, active_stream, unique
 from tests.e2e.harness import RECORDER, create_queue, queue_counts, running_daemon, wait_for
 
 SQS_CLASSIC_LIMIT = 256 * 1024  # 262,144 bytes: SQS's message size limit until 2025
@@ -185,7 +185,7 @@ class TestKinesis:
         payloads = [*small, *large, b"a normal record after the bad ones"]
         async with ClientFactory(AwsConfig(region=REGION, endpoint_url=kinesalite_endpoint)).client("kinesis") as k:
             await k.create_stream(StreamName=name, ShardCount=1)
-            await wait_for_stream(k, name)
+            await active_stream(k, name, within=5)
             arn = (await k.describe_stream_summary(StreamName=name))["StreamDescriptionSummary"]["StreamARN"]
             for i, data in enumerate(payloads):
                 await k.put_record(StreamName=name, Data=data, PartitionKey=f"é😀-{i % 2}")
@@ -217,16 +217,6 @@ class TestKinesis:
             sum(len(r["kinesis"]["data"]) > KINESIS_LIMIT for r in json.loads(b)["Records"]) for b in received
         ]
         assert max(large_per_event) == 4, f"four 1 MiB records (5.6 MB in base64) fit an event, five do not: {sizes}"
-
-
-async def wait_for_stream(kinesis: Any, name: str) -> None:
-    """Wait until a new stream is ACTIVE."""
-    for _ in range(100):
-        summary = await kinesis.describe_stream_summary(StreamName=name)
-        if summary["StreamDescriptionSummary"]["StreamStatus"] == "ACTIVE":
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"stream {name} did not become ACTIVE")
 
 
 class TestDynamoDb:

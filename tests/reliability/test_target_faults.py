@@ -40,7 +40,7 @@ from aiohttp import web
 from esm.aws import ClientFactory
 from esm.config import AwsConfig
 from esm.testing import FakeCall, FakeLambda, FakeReply, serve_app
-from tests.conftest import ACCOUNT, REGION, unique
+from tests.conftest import ACCOUNT, REGION, active_stream, unique
 from tests.e2e.harness import RECORDER, create_queue, queue_counts, running_daemon
 from tests.reliability.observe import get_text, metric_sum, until, watch_health
 
@@ -241,11 +241,7 @@ class TestTargetFaults:
         dest_url, dest_arn = await create_queue(sqs, unique("stream-dest"))
         stream = unique("bad-stream")
         await kinesalite.create_stream(StreamName=stream, ShardCount=1)
-        for _ in range(200):
-            desc = (await kinesalite.describe_stream(StreamName=stream))["StreamDescription"]
-            if desc["StreamStatus"] == "ACTIVE":
-                break
-            await asyncio.sleep(0.05)
+        desc = await active_stream(kinesalite, stream)
 
         sent: defaultdict[str, list[str]] = defaultdict(list)
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from esm.aws import ClientFactory
 from esm.config import AwsConfig
-from tests.conftest import REGION, unique
+from tests.conftest import REGION, active_stream, unique
 from tests.e2e.harness import create_queue
 from tests.reliability.recording import HANDLER
 
@@ -99,16 +99,6 @@ class Sources:
         (folder / f"{HANDLER_MODULE}.py").write_text(HANDLER)
 
 
-async def _active_stream(kinesis: Any, name: str) -> str:
-    """The ARN of a kinesalite stream once it is ACTIVE."""
-    for _ in range(400):
-        desc = (await kinesis.describe_stream_summary(StreamName=name))["StreamDescriptionSummary"]
-        if desc["StreamStatus"] == "ACTIVE":
-            return str(desc["StreamARN"])
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"stream {name} did not become ACTIVE within 20 s")
-
-
 @contextlib.asynccontextmanager
 async def sources(
     moto_endpoint: str,
@@ -143,7 +133,7 @@ async def sources(
             kinesis_client = await stack.enter_async_context(kinesalite.client("kinesis"))
             stream = unique("reliability")
             await kinesis_client.create_stream(StreamName=stream, ShardCount=kinesis_shards)
-            arn = await _active_stream(kinesis_client, stream)
+            arn = (await active_stream(kinesis_client, stream, within=20))["StreamARN"]
             mapping = {"EventSourceArn": arn, "FunctionName": "kinesis", "StartingPosition": "TRIM_HORIZON", **kinesis}
             items.append(Source("kinesis", mapping, kinesis_client, stream, "kinesis"))
         if dynamodb is not None:
