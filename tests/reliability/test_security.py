@@ -43,6 +43,7 @@ from aiohttp import web
 from esm.aws import ClientFactory
 from esm.testing import serve_app
 from tests.conftest import REGION, unique
+from tests.reliability.observe import until
 
 ROOT = Path(__file__).resolve().parents[2]
 MARK = "ZQXJ7731-PAYLOAD-MARKER"
@@ -174,16 +175,8 @@ class Daemon:
 
 
 async def wait_for(what: str, predicate: Callable[[], Any], within: float = 45) -> None:
-    """Wait until a predicate (plain or async) holds."""
-    deadline = time.monotonic() + within
-    while True:
-        result = predicate()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        assert time.monotonic() < deadline, f"{what}: not within {within} s"
-        await asyncio.sleep(0.1)
+    """Wait until a predicate (plain or async) holds; fail naming `what` (`observe.until`)."""
+    await until(predicate, within, lambda: f"({what})", interval=0.1)
 
 
 def seen_count(seen: Path) -> int:
