@@ -12,6 +12,7 @@ the scenarios run in seconds; the protocol is the same as with the defaults.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -394,15 +395,30 @@ async def scrape(port: int) -> dict[str, float]:
 
 class TestLeaseTableAndReload:
     async def test_metrics_show_each_replicas_leases(self, replicas: Replicas) -> None:
+        scraped: dict[str, dict[str, float]] = {}
+
+        def held(metrics: dict[str, float]) -> list[float]:
+            return [v for k, v in metrics.items() if k.startswith("esm_leases_held{")]
+
+        async def both_hold_six() -> bool:
+            for r in ("r1", "r2"):
+                scraped[r] = await scrape(http_port(replicas, r))
+            return all(held(m) == [6.0] for m in scraped.values())
+
         try:
             await replicas.start_settled(["r1", "r2"], 12)
-            scraped = {r: await scrape(http_port(replicas, r)) for r in ("r1", "r2")}
+            # The table can settle before a replica's memory does: on a loaded machine a renewal
+            # can miss the watchdog's limit, the replica gives the lease up and retakes it at its
+            # next round, and the table's owner never changes. Scrape until the metrics catch up
+            # (a gauge that never shows the held leases still fails below).
+            with contextlib.suppress(AssertionError):
+                await wait_until(both_hold_six, within=20)
         finally:
             codes = replicas.stop_all()
         assert set(codes.values()) == {0}
         for name, metrics in scraped.items():
-            held = [v for k, v in metrics.items() if k.startswith("esm_leases_held{")]
-            assert held == [6.0], name
+            reasons = [e.get("reason") for e in replicas.log(name) if e.get("event") == "lease_lost"]
+            assert held(metrics) == [6.0], (name, reasons)
             assert metrics["esm_lease_balance_rounds_total"] >= 3
             taken = sum(v for k, v in metrics.items() if k.startswith("esm_lease_events_total{") and "taken" in k)
             stolen = sum(v for k, v in metrics.items() if k.startswith("esm_lease_events_total{") and "stolen" in k)
