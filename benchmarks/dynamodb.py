@@ -39,6 +39,7 @@ from aiobotocore.session import get_session
 from benchmarks._common import (
     HANDLED,
     REGION,
+    Clock,
     Result,
     aws_client,
     cpu_result,
@@ -88,13 +89,13 @@ async def run_baseline(endpoint: str, arn: str, count: int, fast_timestamps: boo
     """
     async with aws_client("dynamodbstreams", endpoint, fast_timestamps=fast_timestamps) as streams:
         HANDLED.reset()
-        cpu0, wall0 = time.process_time(), time.perf_counter()
+        clock = Clock()
         shard = (await streams.describe_stream(StreamArn=arn))["StreamDescription"]["Shards"][0]["ShardId"]
         it = (await streams.get_shard_iterator(StreamArn=arn, ShardId=shard, ShardIteratorType="TRIM_HORIZON"))[
             "ShardIterator"
         ]
         await hand_over_shard(streams, it, count, PAGE, BATCH)
-        return time.process_time() - cpu0, time.perf_counter() - wall0
+        return clock.spent()
 
 
 async def run_esm(endpoint: str, arn: str, count: int, workdir: Path) -> tuple[float, float]:

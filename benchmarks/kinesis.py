@@ -52,6 +52,7 @@ from aiobotocore.session import get_session
 from benchmarks._common import (
     HANDLED,
     REGION,
+    Clock,
     Result,
     aws_client,
     cpu_result,
@@ -103,13 +104,13 @@ async def run_baseline(endpoint: str, name: str, count: int, fast_timestamps: bo
     """
     async with aws_client("kinesis", endpoint, fast_timestamps=fast_timestamps) as kinesis:
         HANDLED.reset()
-        cpu0, wall0 = time.process_time(), time.perf_counter()
+        clock = Clock()
         shard = (await kinesis.list_shards(StreamName=name))["Shards"][0]["ShardId"]
         it = (await kinesis.get_shard_iterator(StreamName=name, ShardId=shard, ShardIteratorType="TRIM_HORIZON"))[
             "ShardIterator"
         ]
         await hand_over_shard(kinesis, it, count, PAGE, BATCH)
-        return time.process_time() - cpu0, time.perf_counter() - wall0
+        return clock.spent()
 
 
 def _config(endpoint: str, arn: str, handler: str, workdir: Path, **mapping: Any) -> Path:

@@ -36,6 +36,7 @@ from aiobotocore.session import get_session
 from benchmarks._common import (
     HANDLED,
     REGION,
+    Clock,
     Result,
     count_handler,
     cpu_result,
@@ -94,7 +95,7 @@ async def run_baseline(endpoint: str, url: str, messages: int) -> tuple[float, f
     async with _client(endpoint) as sqs:
         deleted = 0
         HANDLED.reset()
-        cpu0, wall0 = time.process_time(), time.perf_counter()
+        clock = Clock()
 
         async def poller() -> None:
             nonlocal deleted
@@ -111,7 +112,7 @@ async def run_baseline(endpoint: str, url: str, messages: int) -> tuple[float, f
                 deleted += len(msgs)
 
         await asyncio.gather(*(poller() for _ in range(POLLERS)))
-        return time.process_time() - cpu0, time.perf_counter() - wall0
+        return clock.spent()
 
 
 def _daemon(endpoint: str, arn: str, handler: str, workdir: Path, **mapping: Any) -> Daemon:
