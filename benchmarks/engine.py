@@ -2,14 +2,15 @@
 
 Method: one Kinesis shard of `records` records of 1 KB (each a JSON document of exactly 1,024
 bytes of data; 16 partition keys; AWS-length sequence numbers) is pre-built as raw GetRecords
-pages, the dicts aiobotocore returns (`Data` bytes, `ApproximateArrivalTimestamp` a datetime).
+pages, the dicts esm's Kinesis client returns: the wire's JSON (`Data` base64 text,
+`ApproximateArrivalTimestamp` epoch seconds; `esm.aws.WireRecordsParserFactory`).
 The contenders process the same pages on one core, taking turns in each of `rounds` rounds:
 
 - **esm**: a real `ShardConsumer` (BatchSize 100, one lane) reads the pages through the real
   `KinesisStream.read` on an in-memory client (no network, and no per-shard read limit), so each
   record is built by `kinesis_record` and sized for the 6 MB cut; one FilterCriteria pattern on
   the data, `{"data": {"type": ["order"], "amount": [{"numeric": [">", 0]}]}}`, which every record
-  passes, is evaluated (each record's data is parsed as JSON); each batch goes through the real
+  passes, is evaluated (each record's data is base64-decoded and parsed as JSON); each batch goes through the real
   `PythonInvoker` (the handler gets the parsed event on the function's thread pool, with its Lambda
   context and timeout), the answer through `decide_stream`, the Prometheus metrics are kept, and
   each batch's checkpoint is written durably to the real SQLite store (WAL, synchronous=FULL)
@@ -43,7 +44,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, fields
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -94,13 +95,13 @@ def _data(i: int) -> bytes:
 
 
 def make_pages(records: int) -> list[list[dict[str, Any]]]:
-    """The shard's records as raw GetRecords pages of PAGE records, as aiobotocore returns them."""
-    start = datetime(2025, 11, 25, 12, 0, tzinfo=UTC)
+    """The shard's records as raw GetRecords pages of PAGE records, as esm's client returns them (the wire's JSON)."""
+    start = datetime(2025, 11, 25, 12, 0, tzinfo=UTC).timestamp()
     raw = [
         {
             "SequenceNumber": str(49_590_338_271_490_256_608_559_692_538_361_571_095_921_575_989_136_588_898 + i * 2),
-            "ApproximateArrivalTimestamp": start + timedelta(milliseconds=i),
-            "Data": _data(i),
+            "ApproximateArrivalTimestamp": round(start + i / 1000, 3),
+            "Data": base64.b64encode(_data(i)).decode("ascii"),
             "PartitionKey": f"partition-{i % 16}",
         }
         for i in range(records)
@@ -144,8 +145,8 @@ def floor_record(raw: dict[str, Any]) -> dict[str, Any]:
             "kinesisSchemaVersion": "1.0",
             "partitionKey": raw["PartitionKey"],
             "sequenceNumber": seq,
-            "data": base64.b64encode(raw["Data"]).decode("ascii"),
-            "approximateArrivalTimestamp": round(raw["ApproximateArrivalTimestamp"].timestamp(), 3),
+            "data": raw["Data"],
+            "approximateArrivalTimestamp": round(raw["ApproximateArrivalTimestamp"], 3),
         },
         "eventSource": "aws:kinesis",
         "eventVersion": "1.0",

@@ -292,13 +292,16 @@ def kinesis_record(
 ) -> dict[str, Any]:
     """Build the record Lambda puts in `event["Records"]` for one Kinesis data record.
 
-    `raw` is one entry of aiobotocore's `get_records(...)["Records"]` (`SequenceNumber`,
-    `ApproximateArrivalTimestamp` as a datetime, `Data` as bytes, `PartitionKey`, optional
-    `EncryptionType`), read from shard `shard_id` of stream `source`. The record follows
+    `raw` is one entry of a GetRecords answer's `Records` (`SequenceNumber`,
+    `ApproximateArrivalTimestamp`, `Data`, `PartitionKey`, optional `EncryptionType`), read from
+    shard `shard_id` of stream `source`: in the wire's form, as esm's clients return it
+    (`esm.aws.WireRecordsParserFactory`: `Data` a base64 string, the timestamp epoch seconds), or
+    as botocore parses it (`Data` bytes, the timestamp a datetime). The record follows
     ESM-SPEC.md §3.3 in AWS's key order (`KINESIS_RECORD_KEYS`, `KINESIS_DATA_KEYS`):
 
-    - `data` is the base64 of the raw bytes; `approximateArrivalTimestamp` a JSON number of epoch
-      seconds with millisecond precision (the API's precision), rounded to the millisecond;
+    - `data` is the base64 of the record's bytes (the wire's own text when `Data` is a string);
+      `approximateArrivalTimestamp` a JSON number of epoch seconds with millisecond precision
+      (the API's precision), rounded to the millisecond;
     - `encryptionType` is added last to `kinesis` only for an encrypted record (`KMS`): AWS's
       encrypted example carries it there, and no recorded unencrypted record has it (GO
       `omitempty`), so an absent or `NONE` type is left out;
@@ -311,7 +314,7 @@ def kinesis_record(
         "kinesisSchemaVersion": "1.0",
         "partitionKey": raw["PartitionKey"],
         "sequenceNumber": sequence_number,
-        "data": _b64(raw["Data"]),
+        "data": data if type(data := raw["Data"]) is str else _b64(data),
         "approximateArrivalTimestamp": _epoch_seconds(raw["ApproximateArrivalTimestamp"], milliseconds=True),
     }
     encryption_type = raw.get("EncryptionType")
@@ -332,17 +335,18 @@ def kinesis_record(
 def dynamodb_record(raw: Mapping[str, Any], *, source: SourceArn) -> dict[str, Any]:
     """Build the record Lambda puts in `event["Records"]` for one DynamoDB stream record.
 
-    `raw` is one entry of aiobotocore's dynamodbstreams `get_records(...)["Records"]`, read from
-    stream `source`. The record follows ESM-SPEC.md §3.4 in AWS's key order
+    `raw` is one entry of a GetRecords answer's `Records`, read from stream `source`: in the
+    wire's form, as esm's clients return it (`esm.aws.WireRecordsParserFactory`), or as botocore
+    parses it (blobs as bytes, the timestamp a datetime). The record follows ESM-SPEC.md §3.4 in AWS's key order
     (`DYNAMODB_RECORD_KEYS`, `DYNAMODB_STREAM_RECORD_KEYS`):
 
     - `eventVersion` is always `DYNAMODB_EVENT_VERSION` ("1.1", what real AWS sends; §9);
       `awsRegion` and `eventSourceARN` come from the stream ARN;
     - `dynamodb.ApproximateCreationDateTime` is a JSON number of epoch seconds, as precise as the
       stream gave it (AWS: whole seconds, written `1693997155.0`); `SizeBytes` an integer;
-    - attribute values stay DynamoDB JSON, with blobs (`B`, `BS`, also inside `M` and `L`) back
-      in base64 as on the wire (botocore decodes them to bytes), numbers (`N`, `NS`) as strings;
-      a blob given as a string is taken to be base64 already;
+    - attribute values stay DynamoDB JSON, with blobs (`B`, `BS`, also inside `M` and `L`) in
+      base64 as on the wire (bytes, as botocore parses them, are encoded again), numbers (`N`,
+      `NS`) as strings; a blob given as a string is the wire's base64 and kept as it is;
     - `userIdentity` (TTL deletions) is added after `dynamodb` with Lambda's lower-camel keys,
       `{"principalId": "dynamodb.amazonaws.com", "type": "Service"}` (the Record shape's member
       order, which Lambda's other keys follow; no recording has one).
