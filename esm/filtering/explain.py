@@ -9,14 +9,13 @@ pattern on a plain-text SQS body). It is slower than the closures and is used on
 
 from __future__ import annotations
 
-import base64
 import binascii
 import json
 from collections.abc import Mapping
 from typing import Any
 
 from esm.arns import SourceKind
-from esm.filtering.compiler import MISSING, NOT_JSON, compile_scalar, leaf_values
+from esm.filtering.compiler import MISSING, NOT_JSON, b64decode_strict, compile_scalar, leaf_values
 from esm.filtering.syntax import (
     DATA_KEYS,
     AnythingBut,
@@ -96,7 +95,7 @@ def _why_not_json(raw: Any) -> str:
     if not isinstance(raw, str):
         return f"is {_show(raw)}, not a base64 string"
     try:
-        data = base64.b64decode(raw, validate=True)
+        data = b64decode_strict(raw)
     except (binascii.Error, ValueError):
         return "is not valid base64"
     try:

@@ -727,10 +727,22 @@ class TestKinesisData:
         """Data that is not JSON never matches a data pattern, not even exists false."""
         assert not matches({"data": {"a": [{"exists": False}]}}, kinesis(None, raw=raw), KINESIS)
 
-    def test_invalid_base64_is_dropped(self) -> None:
-        """Data that is not base64 never matches a data pattern."""
-        record = {"kinesis": {"partitionKey": "p", "data": "not base64!"}}
-        assert not matches({"data": {"a": [{"exists": False}]}}, record, KINESIS)
+    @pytest.mark.parametrize(
+        "data",
+        [
+            "not base64!",
+            "eyJhIjoxfQ",  # {"a":1} without its padding
+            "eyJhIjoxfQ==eyJhIjoxfQ==",  # data after the padding
+            "eyJhIjox\nfQ==",  # a line break
+            "eyJhIjoxfQ===",  # too much padding
+            "ëyJhIjoxfQ==",  # not ASCII
+        ],
+    )
+    def test_invalid_base64_is_dropped(self, data: str) -> None:
+        """Data that is not canonical base64 never matches a data pattern; canonical base64 does."""
+        pattern = {"data": {"a": [1]}}
+        assert not matches(pattern, {"kinesis": {"partitionKey": "p", "data": data}}, KINESIS)
+        assert matches(pattern, {"kinesis": {"partitionKey": "p", "data": "eyJhIjoxfQ=="}}, KINESIS)
 
     def test_metadata_keys(self) -> None:
         """partitionKey and the other `kinesis` fields sit at the top of the pattern (OLD-DG example)."""
