@@ -62,8 +62,10 @@ class StreamRecord:
       sources do): the bytes are then written the first time they are asked for
       (`encode_stream_record`), and an in-process function, which gets the event as objects,
       never needs them;
-    - `data`: Kinesis: the record's raw data, the bytes its base64 `data` stands for, so that
-      FilterCriteria on `data` need not decode the base64 again; None where the source has none;
+    - `data`: Kinesis: the record's raw data, the bytes its base64 `data` stands for, when the
+      client already decoded them (botocore's parsing), so that FilterCriteria on `data` need not
+      decode the base64 again; None where the source has none, and for the wire's records esm's
+      own clients return (`esm.aws.WireRecordsParserFactory`: the filter decodes the base64);
     - `renew()` builds `record` again from what the stream returned (the source gives the raw
       record and its builder): an in-process function is handed the record objects themselves
       and may change them, and a record that is invoked again (a retry, a bisected half) or

@@ -93,7 +93,7 @@ class KinesisStream:
                 kinesis["approximateArrivalTimestamp"],  # arrival
                 record,
                 None,  # encoded: written only if an invocation needs the event's bytes
-                data if type(data) is bytes else None,  # data
+                data if type(data) is bytes else None,  # data: None for the wire's base64 text (esm's clients)
                 size(record),  # size
                 raw,  # raw and build: `renew` builds the record again after a function may have changed it
                 lambda_record,
